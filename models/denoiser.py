@@ -46,12 +46,21 @@ def _zero_linear(linear: eqx.nn.Linear) -> eqx.nn.Linear:
 
 
 class MeasureEncoder(eqx.Module):
-    """Measures ``[k]`` -> condition tokens ``[num_tokens, token_size]`` (an MLP, reshaped)."""
+    """Measures ``[k]`` -> condition tokens ``[num_tokens, token_size]`` (an MLP, reshaped).
+
+    With ``frequencies > 0`` the MLP sees Fourier features of the measures (expected in
+    ``[0, 1]``) next to the measures themselves: ``sin`` and ``cos`` of ``2 pi 2^j m`` for
+    ``j < frequencies``. An archive's neighbouring cells can hold unrelated policies, so the map
+    from measures to latents varies on the scale of one cell; a plain MLP of ``k`` numbers
+    learns such a map very slowly, Fourier features make it easy (``2^(frequencies - 1)``
+    periods over the range should exceed the cells per dimension).
+    """
 
     mlp: eqx.nn.MLP
     norm: eqx.nn.LayerNorm
     num_tokens: int = eqx.field(static=True)
     token_size: int = eqx.field(static=True)
+    frequencies: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -60,17 +69,32 @@ class MeasureEncoder(eqx.Module):
         num_tokens: int = 4,
         token_size: int = 64,
         width: int = 128,
+        frequencies: int = 0,
         key: PRNGKeyArray,
     ):
+        inputs = measure_size * (1 + 2 * frequencies)
         self.mlp = eqx.nn.MLP(
-            measure_size, num_tokens * token_size, width, depth=2, activation=jax.nn.silu, key=key
+            inputs, num_tokens * token_size, width, depth=2, activation=jax.nn.silu, key=key
         )
         self.norm = eqx.nn.LayerNorm(token_size)
         self.num_tokens = num_tokens
         self.token_size = token_size
+        self.frequencies = frequencies
+
+    @property
+    def measure_size(self) -> int:
+        """``k``, the number of measures it encodes."""
+        return self.mlp.in_size // (1 + 2 * self.frequencies)
+
+    def features(self, measures: Float[Array, " k"]) -> Float[Array, " features"]:
+        """The MLP's input: the measures, then their Fourier features."""
+        if self.frequencies == 0:
+            return measures
+        angles = 2 * jnp.pi * (2.0 ** jnp.arange(self.frequencies))[:, None] * measures[None]
+        return jnp.concatenate([measures, jnp.sin(angles).reshape(-1), jnp.cos(angles).reshape(-1)])
 
     def __call__(self, measures: Float[Array, " k"]) -> Float[Array, "tokens size"]:
-        tokens = self.mlp(measures).reshape(self.num_tokens, self.token_size)
+        tokens = self.mlp(self.features(measures)).reshape(self.num_tokens, self.token_size)
         return jax.vmap(self.norm)(tokens)
 
 

@@ -23,12 +23,14 @@ learned embedding ``e_i`` and the state ``h_i = MLP([e_i, z])``. A few rounds of
 passing follow: every node receives an attention-weighted message from the previous layer
 (its in-neighbours) and one from the next layer (its out-neighbours), and a shared GRU cell
 updates its state. Heads then emit ``W[o, i] = head_l(h_o, h_i)`` for every edge of layer ``l``
-and ``b[o] = bias_head_l(h_o)`` for every neuron. Each dense layer also has a *basis head*: the
-mean states of its two node layers, projected to ``basis_size`` numbers, weight a learned basis
-of the layer's whole weight matrix and bias (the layer-level decoder of GHN-style
-hypernetworks), which gives the decoder room to store the directions along which an archive's
-policies vary; ``basis_size=0`` leaves only the neuron-level heads. A separate MLP decodes the
-normaliser mean and log-std from ``z``.
+and ``b[o] = bias_head_l(h_o)`` for every neuron. Each dense layer also has a *basis head*: an
+MLP of ``z`` and the mean states of the layer's two node layers gives ``basis_size``
+coefficients of a learned basis of the layer's whole weight matrix and bias (the layer-level
+decoder of GHN-style hypernetworks). The basis can start from the archive's principal
+directions (:meth:`PolicyVAE.with_archive_basis`); it is what lets the decoder reproduce an
+archive's policies precisely enough for their rollouts to survive (a walker's gait changes
+under parameter errors of a few percent of the archive's spread). ``basis_size=0`` leaves only
+the neuron-level heads. A separate MLP decodes the normaliser mean and log-std from ``z``.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ class PolicyEncoder(eqx.Module):
     bias_encoders: tuple[eqx.nn.MLP, ...]
     obs_mean_encoder: eqx.nn.MLP | None
     obs_log_std_encoder: eqx.nn.MLP | None
+    basis_projections: tuple[Float[Array, "basis params"], ...]
     projection: eqx.nn.MLP
     latent_size: int = eqx.field(static=True)
 
@@ -181,11 +184,15 @@ class PolicyEncoder(eqx.Module):
         cnn_grid: int = 4,
         vector_width: int = 64,
         projection_width: int = 256,
+        basis_size: int = 0,
         key: PRNGKeyArray,
     ):
         sizes = spec.layer_sizes
         n_layers = len(sizes) - 1
         keys = list(jax.random.split(key, 2 * n_layers + 3))
+        self.basis_projections = tuple(
+            jnp.zeros((basis_size, o * i + o)) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        ) if basis_size > 0 else ()  # fmt: skip
         self.weight_encoders = tuple(
             MatrixEncoder((o, i), channels=cnn_channels, grid=cnn_grid, key=keys.pop())
             for i, o in zip(sizes[:-1], sizes[1:], strict=True)
@@ -200,6 +207,7 @@ class PolicyEncoder(eqx.Module):
             self.obs_mean_encoder = self.obs_log_std_encoder = None
         n_features = sum(e.num_features for e in self.weight_encoders)
         n_features += vector_width * (n_layers + (2 if spec.normalise_observations else 0))
+        n_features += basis_size * len(self.basis_projections)
         self.projection = eqx.nn.MLP(
             n_features, 2 * latent_size, projection_width, depth=1, activation=jax.nn.silu,
             key=keys.pop(),
@@ -214,6 +222,10 @@ class PolicyEncoder(eqx.Module):
         if self.obs_mean_encoder is not None and self.obs_log_std_encoder is not None:
             features.append(self.obs_mean_encoder(parameters.obs_mean))
             features.append(self.obs_log_std_encoder(parameters.obs_log_std))
+        for projection, w, b in zip(
+            self.basis_projections, parameters.weights, parameters.biases, strict=False
+        ):
+            features.append(projection @ jnp.concatenate([w.reshape(-1), b]))
         out = self.projection(jnp.concatenate(features))
         return out[: self.latent_size], out[self.latent_size :]
 
@@ -239,30 +251,46 @@ class EdgeHead(eqx.Module):
 
 
 class BasisHead(eqx.Module):
-    """Layer-level head: ``(W, b) = reshape(basis @ silu(summary([mean h_out, mean h_in])))``.
+    """Layer-level head: ``(W, b) = reshape(basis @ coefficients([z, mean h_out, mean h_in]))``.
 
-    The basis starts at zero, so an untrained head adds nothing to the neuron-level heads.
+    ``basis`` holds ``basis_size`` directions of the layer's flattened ``[W, b]`` (row-major
+    ``W`` then ``b``); an MLP of the latent and the layer's mean node states gives their
+    coefficients. The basis starts at zero (an untrained head adds nothing to the neuron-level
+    heads); :meth:`PolicyVAE.with_archive_basis` sets it to the archive's principal directions,
+    which lets the decoder reproduce the archive's policies far more precisely than the
+    neuron-level heads alone.
     """
 
-    summary: eqx.nn.Linear
-    basis: eqx.nn.Linear
+    coefficients: eqx.nn.MLP
+    basis: Float[Array, "params basis"]
     shape: tuple[int, int] = eqx.field(static=True)
 
     def __init__(
-        self, shape: tuple[int, int], node_size: int, basis_size: int, *, key: PRNGKeyArray
+        self,
+        shape: tuple[int, int],
+        node_size: int,
+        latent_size: int,
+        basis_size: int,
+        width: int,
+        *,
+        key: PRNGKeyArray,
     ):
-        k1, k2 = jax.random.split(key)
         out, inp = shape
-        self.summary = eqx.nn.Linear(2 * node_size, basis_size, key=k1)
-        basis = eqx.nn.Linear(basis_size, out * inp + out, use_bias=False, key=k2)
-        self.basis = eqx.tree_at(lambda b: b.weight, basis, jnp.zeros_like(basis.weight))
+        self.coefficients = eqx.nn.MLP(
+            latent_size + 2 * node_size, basis_size, width, depth=2, activation=jax.nn.silu,
+            key=key,
+        )  # fmt: skip
+        self.basis = jnp.zeros((out * inp + out, basis_size))
         self.shape = shape
 
     def __call__(
-        self, receivers: Float[Array, "out node"], senders: Float[Array, "in node"]
+        self,
+        z: Float[Array, " latent"],
+        receivers: Float[Array, "out node"],
+        senders: Float[Array, "in node"],
     ) -> tuple[Float[Array, "out in"], Float[Array, " out"]]:
-        pooled = jnp.concatenate([receivers.mean(axis=0), senders.mean(axis=0)])
-        flat = self.basis(jax.nn.silu(self.summary(pooled)))
+        pooled = jnp.concatenate([z, receivers.mean(axis=0), senders.mean(axis=0)])
+        flat = self.basis @ self.coefficients(pooled)
         out, inp = self.shape
         return flat[: out * inp].reshape(out, inp), flat[out * inp :]
 
@@ -299,6 +327,7 @@ class PolicyDecoder(eqx.Module):
         num_heads: int = 2,
         head_width: int = 32,
         basis_size: int = 32,
+        basis_width: int = 128,
         normaliser_width: int = 128,
         key: PRNGKeyArray,
     ):
@@ -327,7 +356,7 @@ class PolicyDecoder(eqx.Module):
         )(jax.random.split(keys.pop(), n_layers))
         if basis_size > 0:
             self.basis_heads = tuple(
-                BasisHead((out, inp), node_size, basis_size, key=k)
+                BasisHead((out, inp), node_size, latent_size, basis_size, basis_width, key=k)
                 for inp, out, k in zip(
                     sizes[:-1], sizes[1:], jax.random.split(keys.pop(), n_layers), strict=True
                 )
@@ -393,7 +422,7 @@ class PolicyDecoder(eqx.Module):
         if self.basis_heads:
             layers = [nodes[layer, :size] for layer, size in enumerate(sizes)]
             from_basis = [
-                head(h_out, h_in)
+                head(z, h_out, h_in)
                 for head, h_in, h_out in zip(self.basis_heads, layers[:-1], layers[1:], strict=True)
             ]
             weights = tuple(w + dw for w, (dw, _) in zip(weights, from_basis, strict=True))
@@ -442,6 +471,7 @@ class PolicyVAE(eqx.Module):
         num_heads: int = 2,
         head_width: int = 32,
         basis_size: int = 32,
+        basis_width: int = 128,
         normaliser_width: int = 128,
         archive_normalisation: bool = False,
         key: PRNGKeyArray,
@@ -460,6 +490,7 @@ class PolicyVAE(eqx.Module):
             num_heads: attention heads of the message functions (must divide ``node_size``).
             head_width: hidden width of the neuron-level weight and bias heads.
             basis_size: size of each layer's learned weight basis (0: no basis heads).
+            basis_width: hidden width of the MLPs giving the basis coefficients.
             normaliser_width: hidden width of the normaliser-decoding MLP.
             archive_normalisation: create (identity) archive statistics to be filled by
                 :meth:`with_archive_statistics` or by loading saved arrays.
@@ -477,16 +508,17 @@ class PolicyVAE(eqx.Module):
             latent_size=latent_size, cnn_channels=tuple(cnn_channels), cnn_grid=cnn_grid,
             vector_width=vector_width, projection_width=projection_width, node_size=node_size,
             message_rounds=message_rounds, num_heads=num_heads, head_width=head_width,
-            basis_size=basis_size, normaliser_width=normaliser_width,
+            basis_size=basis_size, basis_width=basis_width, normaliser_width=normaliser_width,
         ).items())  # fmt: skip
         self.encoder = PolicyEncoder(
             spec, latent_size=latent_size, cnn_channels=cnn_channels, cnn_grid=cnn_grid,
-            vector_width=vector_width, projection_width=projection_width, key=k_enc,
+            vector_width=vector_width, projection_width=projection_width,
+            basis_size=basis_size, key=k_enc,
         )  # fmt: skip
         self.decoder = PolicyDecoder(
             spec, latent_size=latent_size, node_size=node_size, message_rounds=message_rounds,
             num_heads=num_heads, head_width=head_width, basis_size=basis_size,
-            normaliser_width=normaliser_width, key=k_dec,
+            basis_width=basis_width, normaliser_width=normaliser_width, key=k_dec,
         )  # fmt: skip
         if archive_normalisation:
             self.archive_mean = jnp.zeros((spec.num_parameters,))
@@ -503,6 +535,44 @@ class PolicyVAE(eqx.Module):
             lambda v: (v.archive_mean, v.archive_std), self, (mean, std),
             is_leaf=lambda x: x is None,
         )  # fmt: skip
+
+    def with_archive_basis(self, policies: MLPPolicy) -> PolicyVAE:
+        """A copy whose basis heads start from the principal directions of ``policies``.
+
+        For every dense layer, the layer's ``[W, b]`` of each of the ``M`` policies is
+        flattened in the space the VAE models (after :meth:`normalise`: set the archive
+        statistics first) and centred. The decoder's basis columns become the top
+        right-singular vectors ``v_k`` scaled by ``s_k / sqrt(M)`` (coefficients of order one
+        reproduce the archive's spread) and the encoder's matching projection rows become
+        ``v_k / (s_k / sqrt(M))``, so the encoder sees each policy's coefficients in that basis
+        directly. Directions beyond ``min(M, layer size)``, or with a negligible singular
+        value, stay zero. Without basis heads the VAE is returned unchanged.
+        """
+        heads = self.decoder.basis_heads
+        if not heads:
+            return self
+        parameters = jax.vmap(lambda p: self.normalise(policy_to_parameters(p)))(policies)
+        bases, projections = [], []
+        for head, w, b in zip(heads, parameters.weights, parameters.biases, strict=True):
+            flat = jnp.concatenate([w.reshape(w.shape[0], -1), b], axis=1)
+            flat = flat - flat.mean(axis=0)
+            _, s, vt = jnp.linalg.svd(flat, full_matrices=False)
+            k = min(head.basis.shape[1], s.shape[0])
+            scale = s[:k] / math.sqrt(flat.shape[0])
+            usable = scale > 1e-6 * jnp.maximum(scale[0], 1e-30)
+            columns = jnp.where(usable, vt[:k].T * scale, 0.0)
+            rows = jnp.where(usable[:, None], vt[:k] / jnp.where(usable, scale, 1.0)[:, None], 0.0)
+            bases.append(jnp.zeros_like(head.basis).at[:, :k].set(columns))
+            projections.append(jnp.zeros_like(head.basis.T).at[:k].set(rows))
+        heads = tuple(
+            eqx.tree_at(lambda h: h.basis, head, basis)
+            for head, basis in zip(heads, bases, strict=True)
+        )
+        return eqx.tree_at(
+            lambda v: (v.decoder.basis_heads, v.encoder.basis_projections),
+            self,
+            (heads, tuple(projections)),
+        )
 
     @property
     def config(self) -> dict[str, Any]:

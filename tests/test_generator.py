@@ -179,7 +179,7 @@ def test_distillation_losses_fall_and_the_run_directory_is_complete(
         "checkpoint/vae.safetensors", "checkpoint/diffusion.safetensors",
     } <= names  # fmt: skip
     config = json.loads((out / "config.json").read_text())
-    assert config["artifact"] == "generator" and config["format_version"] == 1
+    assert config["artifact"] == "generator" and config["format_version"] == 2
     assert config["task"] == archive[1].config["task"]
     assert config["descriptors"] == {
         "names": ["x_position", "y_position"], "low": [-1.0, -1.0], "high": [1.0, 1.0],
@@ -444,6 +444,9 @@ def test_save_load_round_trip_and_card(generator: Generator, tmp_path: Path) -> 
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**config, "format_version": 99}))
     with pytest.raises(FormatVersionError, match="version 99"):
+        load_generator(copy)
+    (copy / "config.json").write_text(json.dumps({**config, "format_version": 1}))
+    with pytest.raises(FormatVersionError, match="qdzoo distill"):
         load_generator(copy)
 
 

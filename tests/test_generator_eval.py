@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from models.policy import MLPPolicy, PolicySpec
 from training import cli
@@ -265,6 +266,28 @@ def test_stochastic_reset_rolls_each_policy_out_several_times(maze: Any) -> None
     assert m["reward_ratio"] == pytest.approx(1.0, abs=1e-6)
     assert m["js_divergence"] == pytest.approx(0.0, abs=1e-9)
     assert m["mem"] > 0  # stochastic starts move the final positions away from the stored ones
+
+
+def test_archive_sample_fn_with_parameter_noise(tiny: ArchiveArtifact) -> None:
+    archive = tiny.archive
+    cells = tiny.elite_indices()
+    measures = jnp.asarray(archive.descriptors)[cells]
+    exact = archive_sample_fn(archive)(jax.random.key(0), measures)
+    noisy = archive_sample_fn(archive, noise=0.1)(jax.random.key(0), measures)
+    elites = jax.tree_util.tree_map(lambda x: x[cells], archive.genomes)
+    np.testing.assert_array_equal(ravel_pytree(exact)[0], ravel_pytree(elites)[0])
+    # the noise is 0.1 of each scalar's spread over the elites
+    spread = jax.tree_util.tree_map(lambda x: jnp.std(x, axis=0), elites)
+    scaled = jax.tree_util.tree_map(
+        lambda a, b, s: (a - b) / jnp.where(s > 0, s, 1.0), noisy, exact, spread
+    )
+    varying = ravel_pytree(
+        jax.tree_util.tree_map(lambda s: jnp.broadcast_to(s > 0, (cells.size, *s.shape)), spread)
+    )[0]
+    z = np.asarray(ravel_pytree(scaled)[0])[np.asarray(varying)]
+    assert z.std() == pytest.approx(0.1, rel=0.1) and abs(z.mean()) < 0.02
+    with pytest.raises(ConfigError, match="noise"):
+        archive_sample_fn(archive, noise=-1.0)
 
 
 def test_bad_inputs_are_refused(tiny: ArchiveArtifact) -> None:

@@ -234,6 +234,29 @@ def test_archive_normalisation(trained_vae):
     assert grads.archive_mean is None and shapes(grads.decoder) == shapes(params.decoder)
 
 
+def test_archive_basis_spans_the_archive(trained_vae):
+    """With as many basis directions as policies, the encoder's projection followed by the
+    decoder's basis reproduces every centred layer of the archive exactly (it is a PCA)."""
+    archive, untrained = trained_vae["archive"], trained_vae["untrained"]
+    vae = untrained.with_archive_basis(archive)
+    parameters = jax.vmap(lambda p: vae.normalise(policy_to_parameters(p)))(archive)
+    for layer, head in enumerate(vae.decoder.basis_heads):
+        w, b = parameters.weights[layer], parameters.biases[layer]
+        flat = np.asarray(jnp.concatenate([w.reshape(w.shape[0], -1), b], axis=1))
+        centred = flat - flat.mean(axis=0)
+        coefficients = centred @ np.asarray(vae.encoder.basis_projections[layer]).T
+        np.testing.assert_allclose(coefficients @ np.asarray(head.basis).T, centred, atol=2e-4)
+        # coefficients of order one: the basis carries the archive's spread
+        assert 0.1 < float(np.abs(coefficients).std()) < 10
+    # the untrained VAE's basis heads are zero (they add nothing until trained or set)
+    assert all(float(jnp.abs(h.basis).max()) == 0 for h in untrained.decoder.basis_heads)
+    # the archive basis changes what the decoder emits, and nothing but the bases
+    assert shapes(vae) == shapes(untrained)
+    z = jnp.ones((untrained.latent_size,))
+    before, after = untrained.decode_parameters(z), vae.decode_parameters(z)
+    assert not np.allclose(ravel_pytree(before)[0], ravel_pytree(after)[0])
+
+
 def test_adaptive_max_pool_covers_small_and_large_inputs():
     x = jnp.arange(2 * 3 * 5, dtype=jnp.float32).reshape(2, 3, 5)
     pooled = adaptive_max_pool(x, 4)

@@ -92,6 +92,8 @@ DEFAULT_VAE: dict[str, Any] = {
     "message_rounds": 2,
     "num_heads": 2,
     "head_width": 16,
+    "basis_size": 128,
+    "basis_width": 256,
     "normaliser_width": 64,
 }
 """:class:`PolicyVAE` keyword arguments (``archive_normalisation`` aside), small enough to train
@@ -106,7 +108,12 @@ DEFAULT_DENOISER: dict[str, Any] = {
 """:class:`ConditionalDenoiser` keyword arguments (the latent size, the condition size and the
 number of condition tokens follow the VAE and the condition encoder)."""
 
-DEFAULT_CONDITION_ENCODER: dict[str, Any] = {"num_tokens": 4, "token_size": 32, "width": 64}
+DEFAULT_CONDITION_ENCODER: dict[str, Any] = {
+    "num_tokens": 4,
+    "token_size": 32,
+    "width": 64,
+    "frequencies": 6,
+}
 """:class:`MeasureEncoder` keyword arguments (the measure size follows the archive)."""
 
 FINAL_LR_FRACTION = 0.01
@@ -159,6 +166,8 @@ class DistillConfig:
             (:data:`DEFAULT_CONDITION_ENCODER`).
         archive_normalisation: standardise every policy scalar by its mean / std over the
             archive before the VAE sees it.
+        archive_basis: start the decoder's basis heads from the archive's principal
+            directions (:meth:`PolicyVAE.with_archive_basis`; ignored with ``init``).
         vae_steps: VAE optimiser steps (0 with ``init``: keep the initial VAE).
         vae_lr: Adam learning rate of the VAE.
         kl_weight: weight of the KL term (tiny: larger values collapse to the mean policy).
@@ -183,6 +192,7 @@ class DistillConfig:
     denoiser: dict[str, Any] = dataclasses.field(default_factory=dict)
     condition_encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
     archive_normalisation: bool = True
+    archive_basis: bool = True
     vae_steps: int = 3000
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
@@ -752,6 +762,8 @@ def distill(
         vae = _init_vae(spec, tuple(sorted(vae_config.items())), k_vae_init)
         if normalisation:
             vae = vae.with_archive_statistics(elites)
+        if config.archive_basis:
+            vae = vae.with_archive_basis(elites)
     log_path = out / METRICS_LOG
     last_steps: dict[str, int] = {}
 

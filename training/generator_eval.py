@@ -223,16 +223,33 @@ def select_test_cells(archive: Archive, regions: int = 50, seed: int = 0) -> Int
     return np.asarray(chosen, np.int64)
 
 
-def archive_sample_fn(archive: Archive) -> SampleFn:
+def archive_sample_fn(archive: Archive, noise: float = 0.0) -> SampleFn:
     """``sample_fn(key, measures [n, k])`` returning the elite nearest to each measure.
 
     The "choose from the archive" baseline (and a perfect generator for the archive's own
-    measures); ``key`` is unused.
+    measures). With ``noise > 0`` every returned scalar gets Gaussian noise of ``noise`` times
+    that scalar's standard deviation over the archive's elites (drawn from ``key``): the
+    archive's own tolerance to the reconstruction error of a generator (how far its rollouts
+    move when the parameters are off by a given fraction of the archive's spread).
     """
+    cells = np.flatnonzero(np.asarray(archive.occupied))
+    if noise < 0 or not math.isfinite(noise):
+        raise ConfigError(f"noise must be a finite number >= 0, given {noise!r}")
+    elites = jax.tree_util.tree_map(lambda x: x[cells], archive.genomes)
+    spread = jax.tree_util.tree_map(lambda x: jnp.std(x, axis=0), elites)
 
     def sample_fn(key: PRNGKeyArray, measures: Float[Array, "n k"]) -> Any:
-        cells = archive.nearest(jnp.asarray(measures, archive.descriptors.dtype))
-        return jax.tree_util.tree_map(lambda x: x[cells], archive.genomes)
+        chosen = archive.nearest(jnp.asarray(measures, archive.descriptors.dtype))
+        policies = jax.tree_util.tree_map(lambda x: x[chosen], archive.genomes)
+        if noise == 0:
+            return policies
+        leaves, treedef = jax.tree_util.tree_flatten(policies)
+        keys = jax.random.split(key, len(leaves))
+        noisy = [
+            x + noise * sd * jax.random.normal(k, x.shape, x.dtype)
+            for x, sd, k in zip(leaves, jax.tree_util.tree_leaves(spread), keys, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, noisy)
 
     return sample_fn
 

@@ -84,7 +84,13 @@ __all__ = [
     "measure_encoder_config",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2: the decoder's basis heads take the latent and start from the archive's principal
+directions, and the encoder projects each layer on them (``PolicyVAE.with_archive_basis``);
+the measure encoder can see Fourier features of the measures (``frequencies``)."""
+OLDEST_READABLE_VERSION = 2
+"""Version 1 generators came from development versions before the first release: their
+decoder's basis heads had another layout, so their weights cannot be read into version 2."""
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 METRICS_LOG = "metrics.jsonl"
@@ -124,11 +130,13 @@ _SCHEDULES = {"cosine": cosine_schedule, "linear": linear_schedule}
 
 def measure_encoder_config(encoder: MeasureEncoder) -> dict[str, int]:
     """Keyword arguments that rebuild ``encoder``: ``MeasureEncoder(key=k, **config)``."""
+    frequencies = int(encoder.frequencies)
     return {
-        "measure_size": int(encoder.mlp.in_size),
+        "measure_size": int(encoder.measure_size),
         "num_tokens": int(encoder.num_tokens),
         "token_size": int(encoder.token_size),
         "width": int(encoder.mlp.width_size),
+        "frequencies": frequencies,
     }
 
 
@@ -328,9 +336,9 @@ class Generator:
                 f"descriptors: {k} names but {len(descriptors['low'])} low and "
                 f"{len(descriptors['high'])} high bounds"
             )
-        if measure_encoder.mlp.in_size != k:
+        if measure_encoder.measure_size != k:
             raise ConfigError(
-                f"the measure encoder takes {measure_encoder.mlp.in_size} measures but the "
+                f"the measure encoder takes {measure_encoder.measure_size} measures but the "
                 f"config names {k} descriptors ({', '.join(descriptors['names'])})"
             )
         if not (math.isfinite(latent_scale) and latent_scale > 0):
@@ -802,6 +810,13 @@ def check_config(config: Any, path: Path) -> None:
         raise FormatVersionError(
             f"{path} uses generator format version {version}; this qdzoo reads up to "
             f"{FORMAT_VERSION}. Upgrade qdzoo (pip install -U qdzoo) to load it."
+        )
+    if version < OLDEST_READABLE_VERSION:
+        raise FormatVersionError(
+            f"{path} uses generator format version {version}, written before qdzoo's first "
+            f"release with another decoder layout; this qdzoo reads versions "
+            f"{OLDEST_READABLE_VERSION} to {FORMAT_VERSION}. Distil it again from its archive "
+            "(`qdzoo distill ARCHIVE --out DIR`)."
         )
     required = ("task", "policy", "descriptors", "diffusion", "latent_scale", "files", *COMPONENTS)
     for key in required:

@@ -50,6 +50,8 @@ TINY_VAE = {
     "message_rounds": 1,
     "num_heads": 2,
     "head_width": 8,
+    "basis_size": 8,
+    "basis_width": 16,
     "normaliser_width": 8,
 }
 TINY_SETTINGS: dict[str, Any] = {

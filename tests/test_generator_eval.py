@@ -551,7 +551,7 @@ def test_cli_evaluate_prints_and_records(
 
 def _tiny_generator(artifact: ArchiveArtifact) -> Any:
     """An untrained :class:`zoo.generator.Generator` with tiny modules for ``artifact``."""
-    generator_module = pytest.importorskip("zoo.generator")
+    import zoo.generator
     from models.denoiser import ConditionalDenoiser, MeasureEncoder
     from models.policy_vae import PolicyVAE
 
@@ -584,8 +584,8 @@ def _tiny_generator(artifact: ArchiveArtifact) -> Any:
             "high": list(spec.descriptor_high),
         },
     }
-    schedule = generator_module.make_schedule({"num_timesteps": 50})
-    return generator_module.Generator(vae, denoiser, encoder, schedule, 1.0, config)
+    schedule = zoo.generator.make_schedule({"num_timesteps": 50})
+    return zoo.generator.Generator(vae, denoiser, encoder, schedule, 1.0, config)
 
 
 def test_real_generator_end_to_end(
@@ -635,7 +635,6 @@ def test_real_generator_end_to_end(
 @pytest.mark.slow
 def test_tiny_distilled_generator_is_evaluated(tiny: ArchiveArtifact, tmp_path: Path) -> None:
     """The whole path: distil a tiny generator, evaluate it, record, reload."""
-    pytest.importorskip("zoo.generator")
     from training.distill import DistillConfig, distill
     from zoo.generator import load_generator
 
@@ -643,7 +642,7 @@ def test_tiny_distilled_generator_is_evaluated(tiny: ArchiveArtifact, tmp_path: 
         vae={
             "latent_size": 8, "cnn_channels": (2, 2), "vector_width": 8,
             "projection_width": 16, "node_size": 4, "num_heads": 1, "head_width": 4,
-            "normaliser_width": 8, "message_rounds": 1,
+            "normaliser_width": 8, "message_rounds": 1, "basis_size": 4, "basis_width": 8,
         },
         denoiser={"width": 16, "num_blocks": 1, "num_heads": 1, "time_embedding_size": 8},
         condition_encoder={"num_tokens": 1, "token_size": 8, "width": 8},

@@ -503,3 +503,26 @@ def test_parameter_counts_are_reported():
     denoiser = eqx.filter_eval_shape(ConditionalDenoiser, key=jax.random.key(0))
     assert 0 < count_parameters(vae.decoder) < count_parameters(vae)
     assert count_parameters(denoiser) > 0
+
+
+def test_measure_encoder_fourier_features():
+    from zoo.generator import measure_encoder_config
+
+    plain = MeasureEncoder(2, num_tokens=2, token_size=8, width=16, key=jax.random.key(0))
+    fourier = MeasureEncoder(
+        2, num_tokens=2, token_size=8, width=16, frequencies=5, key=jax.random.key(0)
+    )
+    assert plain.measure_size == fourier.measure_size == 2
+    assert fourier.mlp.in_size == 2 * (1 + 2 * 5)
+    config = measure_encoder_config(fourier)
+    assert config == {
+        "measure_size": 2, "num_tokens": 2, "token_size": 8, "width": 16, "frequencies": 5,
+    }  # fmt: skip
+    rebuilt = MeasureEncoder(key=jax.random.key(1), **config)
+    assert shapes(rebuilt) == shapes(fourier)
+    a, b = jnp.array([0.5, 0.5]), jnp.array([0.5 + 1 / 32, 0.5])
+    np.testing.assert_array_equal(plain.features(a), a)
+    # the highest frequency (16 periods over [0, 1]) separates measures half a period apart
+    gap = jnp.linalg.norm(fourier.features(a) - fourier.features(b))
+    assert gap > 30 * jnp.linalg.norm(a - b)
+    assert fourier(a).shape == (2, 8) and bool(jnp.all(jnp.isfinite(fourier(a))))

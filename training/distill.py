@@ -7,11 +7,18 @@ Two phases, each a sequence of compiled chunks (``lax.scan`` over ``chunk`` opti
    + ``kl_weight`` x KL, and optionally ``behaviour_weight`` x the squared difference of the
    actions of original and decoded policies on observations visited by the elites (one
    rollout of every elite in its task, made once before training). Adam, gradient clipping.
+   With ``archive_basis`` the decoder's basis heads (and the encoder's matching projections)
+   start from the archive's principal directions, per layer: the VAE then starts close to a
+   PCA of the archive and training refines it, which matters because a walker's gait
+   changes under parameter errors of a few percent of the archive's spread.
 2. **Latent diffusion**: every elite is encoded (posterior mean); ``latent_scale`` = 1 / std of
    these latents; the denoiser and the measure encoder are trained jointly (AdamW, gradient
    clipping) on (scaled latents, elite descriptors normalised to ``[0, 1]`` by the archive
    bounds), dropping the condition with probability ``condition_dropout`` (classifier-free
-   guidance).
+   guidance). The measure encoder sees Fourier features of the measures (neighbouring cells
+   can hold unrelated policies). The diffusion phase is cheap next to the VAE's and needs
+   many steps: with too few, the probability-flow ODE sends a fraction of the requests to
+   another elite's latent.
 
 A run directory ``OUT`` ends up holding the generator artifact (``config.json``, ``vae/``,
 ``denoiser/``, ``condition_encoder/``, ``README.md``), the log ``metrics.jsonl`` (one JSON
@@ -193,12 +200,12 @@ class DistillConfig:
     condition_encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
     archive_normalisation: bool = True
     archive_basis: bool = True
-    vae_steps: int = 3000
+    vae_steps: int = 6000
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     behaviour_weight: float = 0.0
     behaviour_states: int = 32
-    diffusion_steps: int = 30000
+    diffusion_steps: int = 100000
     diffusion_lr: float = 1e-3
     weight_decay: float = 1e-4
     num_timesteps: int = 600

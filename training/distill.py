@@ -67,6 +67,7 @@ from zoo.errors import (
 from zoo.generator import Generator, encode_means, measure_encoder_config
 from zoo.serialization import (
     arrays_to_tree,
+    dataclass_from_dict,
     load_arrays,
     read_json,
     save_arrays,
@@ -257,13 +258,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DistillConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ConfigError(
-                f"unknown distillation config keys {sorted(unknown)}; valid: {sorted(fields)}"
-            )
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "distillation config")
 
 
 # ------------------------------------------------------------------------ compiled steps

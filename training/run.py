@@ -30,6 +30,7 @@ from zoo.archive_artifact import ArchiveArtifact, archive_spec, finite_or_none, 
 from zoo.errors import ArtifactError, ConfigError, OutputExistsError
 from zoo.serialization import (
     arrays_to_tree,
+    dataclass_from_dict,
     load_arrays,
     read_json,
     save_arrays,
@@ -96,13 +97,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ConfigError(
-                f"unknown training config keys {sorted(unknown)}; valid: {sorted(fields)}"
-            )
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "training config")
 
 
 class Run:

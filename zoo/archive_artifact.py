@@ -21,9 +21,10 @@ import numpy as np
 from models.policy import PolicySpec
 from zoo import tasks
 from zoo.archive import Archive
-from zoo.errors import ArtifactError, ConfigError, FormatVersionError, ShapeError
+from zoo.errors import ArtifactError, ConfigError, ShapeError
 from zoo.serialization import (
     arrays_to_tree,
+    check_artifact_header,
     load_arrays,
     read_json,
     save_arrays,
@@ -280,20 +281,10 @@ class ArchiveArtifact:
 
 def check_config(config: Any, path: Path) -> None:
     """Raise a clear error if ``config`` is not a qdzoo archive config this version can read."""
-    if not isinstance(config, dict) or config.get("artifact") != "archive":
-        kind = config.get("artifact") if isinstance(config, dict) else type(config).__name__
-        raise ArtifactError(
-            f"{path} is not a qdzoo archive (config.json says artifact={kind!r}); "
-            "expected a directory written by ArchiveArtifact.save_pretrained or `qdzoo train`"
-        )
-    version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"{path}/config.json has no integer format_version")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path} uses archive format version {version}; this qdzoo reads up to "
-            f"{FORMAT_VERSION}. Upgrade qdzoo (pip install -U qdzoo) to load it."
-        )
+    check_artifact_header(
+        config, path, "archive", FORMAT_VERSION,
+        "ArchiveArtifact.save_pretrained or `qdzoo train`",
+    )  # fmt: skip
     for key in ("task", "archive", "files"):
         if key not in config:
             raise ArtifactError(f"{path}/config.json lacks the {key!r} section")

@@ -63,6 +63,7 @@ from zoo.errors import (
 )
 from zoo.serialization import (
     arrays_to_tree,
+    check_artifact_header,
     leaf_name,
     load_arrays,
     read_json,
@@ -796,21 +797,15 @@ class Generator:
 
 def check_config(config: Any, path: Path) -> None:
     """Raise a clear error if ``config`` is not a generator config this version can read."""
-    if not isinstance(config, dict) or config.get("artifact") != "generator":
-        kind = config.get("artifact") if isinstance(config, dict) else type(config).__name__
-        hint = " (load archives with zoo.load_archive)" if kind == "archive" else ""
-        raise ArtifactError(
-            f"{path} is not a qdzoo generator (config.json says artifact={kind!r}){hint}; "
-            "expected a directory written by Generator.save_pretrained or `qdzoo distill`"
-        )
-    version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"{path}/config.json has no integer format_version")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path} uses generator format version {version}; this qdzoo reads up to "
-            f"{FORMAT_VERSION}. Upgrade qdzoo (pip install -U qdzoo) to load it."
-        )
+    hint = (
+        " (load archives with zoo.load_archive)"
+        if isinstance(config, dict) and config.get("artifact") == "archive"
+        else ""
+    )
+    version = check_artifact_header(
+        config, path, "generator", FORMAT_VERSION,
+        "Generator.save_pretrained or `qdzoo distill`", hint,
+    )  # fmt: skip
     if version < OLDEST_READABLE_VERSION:
         raise FormatVersionError(
             f"{path} uses generator format version {version}, written before qdzoo's first "

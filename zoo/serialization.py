@@ -9,6 +9,7 @@ shape/dtype check. JAX PRNG keys are stored as their raw ``uint32`` data.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
-from zoo.errors import ArtifactError, ChecksumError, ShapeError
+from zoo.errors import ArtifactError, ChecksumError, ConfigError, FormatVersionError, ShapeError
 
 
 def _key_name(entry: Any) -> str:
@@ -175,3 +176,50 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{path} is not valid JSON ({err})") from err
+
+
+def check_artifact_header(
+    config: Any, path: Path, kind: str, newest: int, written_by: str, hint: str = ""
+) -> int:
+    """Check the ``artifact`` kind and ``format_version`` of a ``config.json``; return the version.
+
+    Args:
+        config: the parsed ``config.json``.
+        path: the artifact directory (for messages).
+        kind: the expected ``artifact`` value (``"archive"`` or ``"generator"``).
+        newest: the newest format version this qdzoo reads.
+        written_by: what writes such a directory (named in the error for another kind).
+        hint: appended to the kind error when ``config`` names another kind.
+
+    Raises:
+        ArtifactError: not a dict, another kind, or no integer ``format_version``.
+        FormatVersionError: a version newer than ``newest``.
+    """
+    if not isinstance(config, dict) or config.get("artifact") != kind:
+        found = config.get("artifact") if isinstance(config, dict) else type(config).__name__
+        raise ArtifactError(
+            f"{path} is not a qdzoo {kind} (config.json says artifact={found!r}){hint}; "
+            f"expected a directory written by {written_by}"
+        )
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{path}/config.json has no integer format_version")
+    if version > newest:
+        raise FormatVersionError(
+            f"{path} uses {kind} format version {version}; this qdzoo reads up to "
+            f"{newest}. Upgrade qdzoo (pip install -U qdzoo) to load it."
+        )
+    return version
+
+
+def dataclass_from_dict(cls: Any, d: Any, what: str) -> Any:
+    """``cls(**d)`` for a dataclass ``cls``, refusing keys it has no field for.
+
+    Raises:
+        ConfigError: unknown keys (named, with the valid ones), as "unknown {what} keys".
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - fields
+    if unknown:
+        raise ConfigError(f"unknown {what} keys {sorted(unknown)}; valid: {sorted(fields)}")
+    return cls(**d)

@@ -1,6 +1,6 @@
 """The generator's targets on its source archive, measured in one run and printed side by side.
 
-Runs the evaluation protocol (:func:`training.generator_eval.evaluate_generator`) twice on
+Runs the evaluation protocol (:func:`training.distill.evaluation.evaluate_generator`) twice on
 the same test set and reset keys, with DDIM (100 steps) and with the probability-flow ODE
 sampler (Heun, 2 denoiser evaluations per step plus a last one: 9 steps = 19 evaluations),
 times the sampling of 1000 policies (after compilation), and prints each figure next to
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.generator_eval import (  # noqa: E402
+from training.distill.evaluation import (  # noqa: E402
     archive_sample_fn,
     evaluate_generator,
     format_metrics,

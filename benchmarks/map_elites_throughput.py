@@ -34,8 +34,8 @@ import jax.numpy as jnp  # noqa: E402
 
 def ours(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
     """Evaluations per second of our loop and of the environment-only limit."""
-    from training.loop import sharded_evaluate
-    from training.run import Run, TrainConfig
+    from training.qd.loop import sharded_evaluate
+    from training.qd.run import Run, TrainConfig
 
     config = TrainConfig(
         task="walker2d-uni",

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from hub_server import HubServer, hub_server_fixture  # noqa: F401  (the hub_server fixture)
 
-import training.distill as distill_module
+import training.distill.run as distill_module
 import zoo
 from models.policy import MLPPolicy, PolicySpec
 from training.cli import main
-from training.distill import CHECKPOINT_DIR, METRICS_LOG, DistillConfig, distill
+from training.distill.run import CHECKPOINT_DIR, METRICS_LOG, DistillConfig, distill
 from zoo import tasks
 from zoo.archive import Archive
 from zoo.archive_artifact import ArchiveArtifact, archive_spec

@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from models.policy import MLPPolicy, PolicySpec
 from training import cli
-from training.generator_eval import (
+from training.distill.evaluation import (
     archive_sample_fn,
     count_parameters,
     evaluate_generator,
@@ -635,7 +635,7 @@ def test_real_generator_end_to_end(
 @pytest.mark.slow
 def test_tiny_distilled_generator_is_evaluated(tiny: ArchiveArtifact, tmp_path: Path) -> None:
     """The whole path: distil a tiny generator, evaluate it, record, reload."""
-    from training.distill import DistillConfig, distill
+    from training.distill.run import DistillConfig, distill
     from zoo.generator import load_generator
 
     config = DistillConfig(

@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from training import algorithms
 from training.cli import main
-from training.run import CHECKPOINT_DIR, METRICS_LOG, Run, TrainConfig, train
+from training.qd import algorithms
+from training.qd.run import CHECKPOINT_DIR, METRICS_LOG, Run, TrainConfig, train
 from zoo.archive_artifact import ArchiveArtifact, load_archive
 from zoo.errors import (
     ArtifactError,

@@ -19,8 +19,8 @@ from huggingface_hub import constants
 import training.recipes as recipes
 import zoo
 from training.cli import main
+from training.qd.run import CHECKPOINT_DIR, TrainConfig, train
 from training.recipes import GeneratorRecipe, list_recipes, load_recipe, reevaluate_elites
-from training.run import CHECKPOINT_DIR, TrainConfig, train
 from zoo import catalog, hub
 from zoo.archive_artifact import ARTIFACT_FILES, ArchiveArtifact, load_archive
 from zoo.errors import QDZooError, UnknownNameError

@@ -55,7 +55,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from training.run import TrainConfig
+    from training.qd.run import TrainConfig
 
     task_kwargs = _parse_assignments(args.task_arg, "--task-arg")
     if args.episode_length is not None:
@@ -81,7 +81,7 @@ def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.run import train
+    from training.qd.run import train
 
     config = train_config_from_args(args)
     artifact = train(
@@ -197,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def demo_train(args: argparse.Namespace) -> int:
     """Train a small archive on the default task, print metrics, re-evaluate, plot."""
-    from training.run import TrainConfig, train
+    from training.qd.run import TrainConfig, train
     from zoo.plot import plot_archive
 
     out = Path(args.out)
@@ -372,7 +372,7 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil an archive into a policy generator (policy VAE, then latent diffusion)."""
-    from training.distill import DistillConfig, distill
+    from training.distill.run import DistillConfig, distill
     from zoo.generator import load_generator
 
     settings = _parse_assignments(args.set, "--set")
@@ -555,7 +555,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import jax
 
-    from training.generator_eval import evaluate_generator, format_metrics, record_in_generator
+    from training.distill.evaluation import evaluate_generator, format_metrics, record_in_generator
 
     directory = Path(args.generator)
     if args.record and not directory.is_dir():

@@ -18,7 +18,7 @@ checked for NaN and infinity before anything is returned.
 
 The directory layout (``config.json``, ``vae/``, ``denoiser/``, ``condition_encoder/``,
 ``README.md``) is documented in ``docs/FORMAT.md`` ("Generator"). How generators are trained
-lives in :mod:`training.distill`; this module only reads their config.
+lives in :mod:`training.distill.run`; this module only reads their config.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ class Generator:
             if section not in config:
                 raise ConfigError(
                     f"a generator config needs a {section!r} section (task, policy spec, "
-                    "descriptor names/low/high); distill one with training.distill"
+                    "descriptor names/low/high); distill one with training.distill.run"
                 )
         if PolicySpec.from_dict(config["policy"]) != vae.spec:
             raise ConfigError(

@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from training.run import TrainConfig, train
+from training.qd.run import TrainConfig, train
 from zoo import catalog
 from zoo.archive_artifact import (
     ARTIFACT_FILES,
@@ -193,7 +193,7 @@ def run_recipe(
         out: the run directory (default ``runs/recipes/<name>``).
         bundle: also copy the artifact into ``zoo/data/<catalog name>/`` and update the
             catalog entry (metrics, size, bundled path).
-        resume, overwrite, progress: as for :func:`training.run.train`.
+        resume, overwrite, progress: as for :func:`training.qd.run.train`.
 
     Returns:
         The saved artifact (elites re-evaluated, genomes rounded as the recipe says).
@@ -285,7 +285,7 @@ class GeneratorRecipe:
 
     Its JSON has ``archive`` (a catalog name, Hub repo id or directory), ``distill`` (a
     :class:`training.distill.DistillConfig` as a dict) and ``evaluation`` (keyword arguments
-    of :func:`training.generator_eval.evaluate_generator`: sampler, steps, guidance, seed),
+    of :func:`training.distill.evaluation.evaluate_generator`: sampler, steps, guidance, seed),
     next to the keys every recipe has.
     """
 
@@ -306,7 +306,7 @@ class GeneratorRecipe:
                 f"{source}: missing keys {missing}, unknown keys {unknown}; "
                 f"expected {list(_GENERATOR_KEYS)}"
             )
-        from training.distill import DistillConfig
+        from training.distill.run import DistillConfig
 
         DistillConfig.from_dict(data["distill"])  # validate now, not after training
         return cls(**data)
@@ -323,8 +323,8 @@ def run_generator_recipe(
 ) -> Any:
     """Distil ``recipe.archive``, evaluate the generator with the paper's protocol, record the
     metrics and images in its config and card, save it to ``out`` and optionally bundle it."""
-    from training.distill import DistillConfig, distill
-    from training.generator_eval import evaluate_generator, record_in_generator
+    from training.distill.evaluation import evaluate_generator, record_in_generator
+    from training.distill.run import DistillConfig, distill
     from zoo.archive_artifact import load_archive
 
     archive = load_archive(recipe.archive)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
-from training.emitters.base import Emitter
+from training.qd.emitter import Emitter
 from zoo.archive import Archive
 
 

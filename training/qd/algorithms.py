@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from training.emitters.base import Emitter
-from training.emitters.iso_line import IsoLineEmitter
+from training.qd.emitter import Emitter
+from training.qd.emitters.iso_line import IsoLineEmitter
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.tasks.base import Task
 

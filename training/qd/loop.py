@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from models.policy import PolicySpec
-from training.emitters.base import Emitter
+from training.qd.emitter import Emitter
 from zoo.archive import Archive
 from zoo.tasks.base import Evaluation, Task
 

@@ -22,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from models.policy import PolicySpec
-from training import algorithms
-from training.loop import QDState, init_state, make_chunk, make_step, population_mesh, replicate
+from training.qd import algorithms
+from training.qd.loop import QDState, init_state, make_chunk, make_step, population_mesh, replicate
 from zoo import tasks
 from zoo.archive import Archive, cvt_centroids
 from zoo.archive_artifact import ArchiveArtifact, archive_spec, finite_or_none, library_versions

@@ -1,0 +1,6 @@
+"""The distillation side of training: an archive into a generator (VAE, then latent
+diffusion), and the generator's evaluation protocol."""
+
+from training.distill.run import DistillConfig, distill
+
+__all__ = ["DistillConfig", "distill"]

@@ -1,0 +1,1 @@
+"""The QD side of training: the loop, the emitter contract, emitters, algorithms, runs."""

@@ -53,9 +53,9 @@ POINT_MAZE = {
 
 # Digests before the refactor (4 host devices).
 DIGESTS = {
-    "recipe": "",
-    "recipe_short": "",
-    "point_maze": "",
+    "recipe": "39f5ea17720b050391f40284facaad998c9127dbdda2e55fa6cf0d53352a724d",
+    "recipe_short": "a413d1ff7246ac720abc904b1b9216d223890e42914bf86bc25f14664d23fbb6",
+    "point_maze": "2e5c0468ecc60f19fab99a317c82e460da60b7daeeff3c86e308fc2f517efa3c",
 }
 
 

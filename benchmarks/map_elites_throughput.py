@@ -34,7 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 
 def ours(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
     """Evaluations per second of our loop and of the environment-only limit."""
-    from training.qd.loop import sharded_evaluate
+    from training.qd.sharding import sharded_evaluate
     from training.qd.run import Run, TrainConfig
 
     config = TrainConfig(
@@ -62,7 +62,7 @@ def ours(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
 
     # Environment-only limit: evaluate a fixed batch of the archive's elites, same count.
     policies, _ = state.archive.sample(jax.random.key(1), args.batch_size)
-    evaluate = sharded_evaluate(run.task, run.mesh, return_trajectory=False)
+    evaluate = sharded_evaluate(run.task, run.mesh)
 
     @jax.jit
     def env_only(key: jax.Array) -> jax.Array:

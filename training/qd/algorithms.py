@@ -1,7 +1,8 @@
 """Algorithm registry: each QD algorithm is a set of emitters plus archive settings.
 
-Adding an algorithm means writing its emitter(s) and one :class:`Algorithm` entry here,
-never a copy of the loop.
+Adding an algorithm means writing its emitter(s) (``training/qd/emitters/``), one
+:class:`Algorithm` entry here (or :func:`register` from anywhere) and a recipe, never a copy
+of the loop. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ _ALGORITHMS: dict[str, Algorithm] = {
         build=_build_map_elites,
     ),
 }
+
+
+def register(algorithm: Algorithm, *, replace: bool = False) -> Algorithm:
+    """Make ``algorithm`` available by name (``qdzoo train --algo NAME``).
+
+    Raises:
+        ConfigError: the name is taken and ``replace`` is False.
+    """
+    if algorithm.name in _ALGORITHMS and not replace:
+        raise ConfigError(
+            f"an algorithm named {algorithm.name!r} is already registered; pick another name "
+            "or pass replace=True"
+        )
+    _ALGORITHMS[algorithm.name] = algorithm
+    return algorithm
 
 
 def names() -> list[str]:

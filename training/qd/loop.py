@@ -1,13 +1,24 @@
 """The one QD loop: ``ask -> evaluate -> insert -> tell``, for every algorithm.
 
 A chunk of iterations runs as one jitted ``lax.scan`` with the loop state donated (the
-archive is updated in place, never copied); between chunks the host updates the progress
-bar, appends the metrics log and writes an atomic checkpoint.
+archive, emitter state and any replay buffer are updated in place, never copied); between
+chunks the host updates the progress bar, appends the metrics log and writes an atomic
+checkpoint.
 
 The batch to evaluate next is part of the state (``pending``): the initial state holds the
 task's random initial genomes, and each step ends by asking the emitter for the next batch.
 So iteration 0 needs no special case (no ``cond`` around the step) and every chunk of the
 same length runs the same compiled program.
+
+One iteration::
+
+    evaluation = evaluate(pending)                      # sharded over the population mesh
+    archive, info = archive.insert(pending, ..., emitter.extras(evaluation))
+    emitter_state, metrics = emitter.tell(...)          # may learn, may evaluate more
+    pending, emitter_state = emitter.ask(...)           # may evaluate more
+
+Evaluations spent by emitters outside the archive go through the same sharded evaluation and
+are counted: an iteration costs ``batch_size + extra_evaluations`` evaluations.
 """
 
 from __future__ import annotations
@@ -18,17 +29,15 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 from jaxtyping import Array, Int, PRNGKeyArray
 
 from models.policy import PolicySpec
-from training.qd.emitter import Emitter
+from training.qd.emitter import Emitter, EvaluateFn, Metrics
+from training.qd.sharding import local_share_evaluate, on_every_device
 from zoo.archive import Archive
+from zoo.errors import ConfigError
 from zoo.tasks.base import Evaluation, Task
-
-Metrics = dict[str, Array]
 
 
 class QDState(eqx.Module):
@@ -60,78 +69,31 @@ def init_state(
     )
 
 
-POPULATION_AXIS = "population"
+def evaluations_per_iteration(emitter: Emitter) -> int:
+    """Evaluations one iteration spends: the batch plus the emitter's extra evaluations."""
+    return emitter.batch_size + emitter.extra_evaluations
 
 
-def population_mesh(batch_size: int, devices: list[jax.Device] | None = None) -> Mesh | None:
-    """A 1-D mesh over as many devices as evenly divide ``batch_size`` (None for one device).
+class CountingEvaluate:
+    """The evaluation handed to emitters; counts, while the step is traced, how many genomes
+    the emitter evaluates per iteration, so that the declared budget can be checked."""
 
-    On a CPU machine, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N host
-    devices; each runs its share of the population on its own thread (the ``qdzoo`` CLI sets
-    N to the number of cores).
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    n = len(devices)
-    while n > 1 and batch_size % n:
-        n -= 1
-    return None if n <= 1 else Mesh(np.array(devices[:n]), (POPULATION_AXIS,))
+    def __init__(self, evaluate: EvaluateFn) -> None:
+        self._evaluate = evaluate
+        self.count = 0
 
+    def __call__(self, genomes: Any, key: PRNGKeyArray, *, transitions: bool = False) -> Evaluation:
+        self.count += int(jax.tree_util.tree_leaves(genomes)[0].shape[0])
+        return self._evaluate(genomes, key, transitions=transitions)
 
-def local_share_evaluate(
-    task: Task, mesh: Mesh | None, return_trajectory: bool
-) -> Callable[[Any, PRNGKeyArray], Evaluation]:
-    """``evaluate(genomes, key)`` for code running *inside* ``shard_map`` over ``mesh``.
-
-    Every device holds the whole batch; it evaluates its own contiguous share and the small
-    results are all-gathered, so each device ends with the evaluation of the whole batch.
-    Each share folds its index into the key (independent stochastic resets); results of
-    deterministic-reset tasks do not depend on the number of devices.
-    """
-
-    def evaluate(genomes: Any, key: PRNGKeyArray) -> Evaluation:
-        return task.evaluate(genomes, key, return_trajectory=return_trajectory)
-
-    if mesh is None:
-        return evaluate
-
-    def share(genomes: Any, key: PRNGKeyArray) -> Evaluation:
-        index = jax.lax.axis_index(POPULATION_AXIS)
-        batch = jax.tree_util.tree_leaves(genomes)[0].shape[0]
-        size = batch // mesh.size
-        mine = jax.tree_util.tree_map(
-            lambda x: jax.lax.dynamic_slice_in_dim(x, index * size, size), genomes
-        )
-        result = evaluate(mine, jax.random.fold_in(key, index))
-        return jax.tree_util.tree_map(
-            lambda x: jax.lax.all_gather(x, POPULATION_AXIS, tiled=True), result
-        )
-
-    return share
-
-
-def sharded_evaluate(
-    task: Task, mesh: Mesh | None, return_trajectory: bool
-) -> Callable[[Any, PRNGKeyArray], Evaluation]:
-    """``task.evaluate`` with the population split over ``mesh``; replicated inputs and
-    outputs (for use outside the QD loop, e.g. to measure the environment-only limit)."""
-    evaluate = local_share_evaluate(task, mesh, return_trajectory)
-    return evaluate if mesh is None else on_every_device(evaluate, mesh)
-
-
-def on_every_device(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
-    """Run ``fn`` on every device of ``mesh`` with replicated inputs and outputs.
-
-    Inside, ``fn`` may split work by ``jax.lax.axis_index(POPULATION_AXIS)`` and gather it
-    back; everything else is computed identically on each device, with no collective.
-    """
-    return jax.shard_map(fn, mesh=mesh, in_specs=P(), out_specs=P(), check_vma=False)
-
-
-def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """Place ``tree`` on every device of ``mesh`` (no-op without a mesh)."""
-    if mesh is None:
-        return tree
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    def check(self, emitter: Emitter) -> None:
+        if self.count != emitter.extra_evaluations:
+            raise ConfigError(
+                f"{type(emitter).__name__} declares extra_evaluations="
+                f"{emitter.extra_evaluations} per iteration but evaluated {self.count} genomes "
+                "through the loop's evaluate; make extra_evaluations return what ask and tell "
+                "evaluate, so that the budget counts them"
+            )
 
 
 def make_step(
@@ -139,23 +101,43 @@ def make_step(
 ) -> Callable[[QDState], tuple[QDState, Metrics]]:
     """One QD iteration as a pure function ``state -> (state, metrics)``.
 
-    With a ``mesh``, each device evaluates its share of the batch and the results are
-    gathered; asking, inserting and telling are small and run identically on every device
-    (one all-gather per iteration, instead of collectives inside the archive update).
+    With a ``mesh``, each device evaluates its share of the batch (and of any extra
+    evaluations) and the results are gathered; asking, inserting and telling are small and
+    run identically on every device (one all-gather per evaluation, instead of collectives
+    inside the archive update).
+
+    Metrics: the archive's (:meth:`Archive.metrics`), ``iteration``, ``added`` (new or
+    improved cells), ``evaluations`` (spent so far) and the emitter's own.
     """
-    evaluate = local_share_evaluate(task, mesh, emitter.needs_trajectory)
+    evaluate = local_share_evaluate(task, mesh)
+    per_iteration = evaluations_per_iteration(emitter)
 
     def step(state: QDState) -> tuple[QDState, Metrics]:
         key, k_eval, k_ask = jax.random.split(state.key, 3)
+        k_tell = jax.random.fold_in(state.key, 1)
+        emitter_evaluate = CountingEvaluate(evaluate)
         genomes = state.pending
-        evaluation = evaluate(genomes, k_eval)
-        archive, info = state.archive.insert(genomes, evaluation.fitness, evaluation.descriptors)
-        emitter_state = emitter.tell(state.emitter_state, archive, genomes, evaluation, info)
-        pending, emitter_state = emitter.ask(k_ask, emitter_state, archive)
+        evaluation = evaluate(genomes, k_eval, transitions=emitter.needs_transitions)
+        archive, info = state.archive.insert(
+            genomes, evaluation.fitness, evaluation.descriptors, emitter.extras(evaluation)
+        )
+        emitter_state, emitter_metrics = emitter.tell(
+            k_tell, state.emitter_state, archive, genomes, evaluation, info, emitter_evaluate
+        )
+        pending, emitter_state = emitter.ask(k_ask, emitter_state, archive, emitter_evaluate)
+        emitter_evaluate.check(emitter)
         new_state = QDState(archive, emitter_state, pending, key, state.iteration + 1)
         metrics = dict(archive.metrics())
         metrics["iteration"] = new_state.iteration
         metrics["added"] = jnp.sum(info.status > 0)
+        metrics["evaluations"] = new_state.iteration * per_iteration
+        clash = set(metrics) & set(emitter_metrics)
+        if clash:
+            raise ConfigError(
+                f"{type(emitter).__name__} reports metrics {sorted(clash)} whose names the "
+                "loop uses; rename them"
+            )
+        metrics.update(emitter_metrics)
         return new_state, metrics
 
     return step if mesh is None else on_every_device(step, mesh)

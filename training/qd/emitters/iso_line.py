@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
-from training.qd.emitter import Emitter
+from training.qd.emitter import Emitter, EvaluateFn
 from zoo.archive import Archive
 
 
@@ -52,7 +52,10 @@ class IsoLineEmitter(Emitter):
     def batch_size(self) -> int:
         return self.size
 
-    def ask(self, key: PRNGKeyArray, state: Any, archive: Archive) -> tuple[Any, Any]:
+    def ask(
+        self, key: PRNGKeyArray, state: Any, archive: Archive, evaluate: EvaluateFn
+    ) -> tuple[Any, Any]:
+        del evaluate
         k_parents, k_partners, k_var = jax.random.split(key, 3)
         parents, _ = archive.sample(k_parents, self.size)
         partners, _ = archive.sample(k_partners, self.size)

@@ -14,6 +14,13 @@ Usage::
 
     bash benchmarks/setup_qdax_env.sh            # once
     python benchmarks/map_elites_throughput.py [--iterations 30] [--qdax-python PATH]
+
+``--baseline DIR`` also times the loop of another checkout of qdzoo (e.g. a ``git worktree``
+of an older commit) in a subprocess with the same settings, to show that a change of the
+loop did not cost throughput::
+
+    git worktree add /tmp/qdzoo-before <commit>
+    python benchmarks/map_elites_throughput.py --skip-qdax --baseline /tmp/qdzoo-before
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ import jax.numpy as jnp  # noqa: E402
 
 def ours(args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
     """Evaluations per second of our loop and of the environment-only limit."""
-    from training.qd.sharding import sharded_evaluate
     from training.qd.run import Run, TrainConfig
+    from training.qd.sharding import sharded_evaluate
 
     config = TrainConfig(
         task="walker2d-uni",
@@ -110,6 +117,27 @@ def qdax(args: argparse.Namespace) -> dict[str, float] | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def baseline(args: argparse.Namespace) -> float | None:
+    """Evaluations per second of the QD loop of the checkout ``args.baseline``."""
+    tree = Path(args.baseline).resolve()
+    script = tree / "benchmarks" / "map_elites_throughput.py"
+    if not script.exists():
+        print(f"--baseline: no {script}", file=sys.stderr)
+        return None
+    cmd = [sys.executable, str(script), "--skip-qdax"]
+    for flag in ("iterations", "chunk", "batch_size", "episode_length", "cells", "seed"):
+        cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    cmd += ["--devices", str(args.devices)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("XLA_FLAGS", None)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=tree)
+    for line in done.stdout.splitlines():
+        if line.startswith("qdzoo MAP-Elites"):
+            return float(line.split()[-1])
+    print(done.stderr[-3000:], file=sys.stderr)
+    return None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,6 +150,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--qdax-python", default=str(ROOT / ".venv-qdax" / "bin" / "python"))
     p.add_argument("--skip-qdax", action="store_true")
+    p.add_argument("--baseline", metavar="DIR", help="another qdzoo checkout to time as well")
     p.add_argument(
         "--devices",
         type=int,
@@ -134,6 +163,7 @@ def main() -> None:
     )
 
     q = None if args.skip_qdax else qdax(args)
+    before = baseline(args) if args.baseline else None
     ours_rate, env_rate, metrics = ours(args)
     print(
         f"walker2d-uni, batch {args.batch_size}, episode {args.episode_length}, "
@@ -145,6 +175,11 @@ def main() -> None:
     print(
         f"{'environment only':<28}{env_rate:>10.1f}   ours / env-only = {ours_rate / env_rate:.2f}"
     )
+    if before is not None:
+        print(
+            f"{'baseline checkout':<28}{before:>10.1f}   ours / baseline = {ours_rate / before:.2f}"
+            f"  ({args.baseline})"
+        )
     if q is not None:
         print(
             f"{'QDax ' + q.get('qdax_version', '') + ' MAP-Elites':<28}{q['evals_per_s']:>10.1f}"

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from hub_server import HubServer, hub_server_fixture  # noqa: F401  (the hub_server fixture)
 
-import training.distill.run as distill_module
 import zoo
 from models.policy import MLPPolicy, PolicySpec
 from training.cli import main
-from training.distill.run import CHECKPOINT_DIR, METRICS_LOG, DistillConfig, distill
+from training.distill import DistillConfig, distill
+from training.rundir import CHECKPOINT_DIR, METRICS_LOG, RunDir
 from zoo import tasks
 from zoo.archive import Archive
 from zoo.archive_artifact import ArchiveArtifact, archive_spec
@@ -211,7 +211,7 @@ def test_resume_reproduces_the_uninterrupted_run(
 ) -> None:
     reference_dir, reference = distilled
     out = tmp_path / "run"
-    save_state = distill_module._save_state
+    save_checkpoint = RunDir.save
     saves = {"count": 0}
 
     def interrupt_at(n: int) -> None:
@@ -219,10 +219,10 @@ def test_resume_reproduces_the_uninterrupted_run(
             saves["count"] += 1
             if saves["count"] == n:
                 raise KeyboardInterrupt
-            save_state(*args)
+            save_checkpoint(*args)
 
         saves["count"] = 0
-        monkeypatch.setattr(distill_module, "_save_state", save)
+        monkeypatch.setattr(RunDir, "save", save)
 
     interrupt_at(5)  # during the VAE phase (12 chunks)
     with pytest.raises(KeyboardInterrupt, match="--resume"):
@@ -231,7 +231,7 @@ def test_resume_reproduces_the_uninterrupted_run(
     interrupt_at(6)  # resumed at step 200: chunk 12 of the VAE + 2 of the diffusion phase
     with pytest.raises(KeyboardInterrupt):
         distill(archive[1], TINY, out, resume=True, progress=False)
-    monkeypatch.setattr(distill_module, "_save_state", save_state)
+    monkeypatch.setattr(RunDir, "save", save_checkpoint)
     resumed = distill(archive[1], TINY, out, resume=True, progress=False, source="tiny-archive")
     assert_same_weights(resumed, reference)
     assert read_log(out) == read_log(reference_dir)
@@ -457,7 +457,7 @@ def test_loading_other_things_is_refused(archive: tuple[Path, ArchiveArtifact]) 
         load_generator(archive[0])
     with pytest.raises(ArtifactError, match="not a generator"):
         load_generator("walker2d-uni-map-elites")
-    with pytest.raises(zoo.catalog.UnknownModelError):
+    with pytest.raises(zoo.errors.UnknownModelError):
         load_generator("no-such-generator")
 
 

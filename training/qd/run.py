@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,26 +22,23 @@ from tqdm.auto import tqdm
 
 from models.policy import PolicySpec
 from training.qd import algorithms
-from training.qd.loop import QDState, init_state, make_chunk, make_step, population_mesh, replicate
+from training.qd.loop import (
+    QDState,
+    evaluations_per_iteration,
+    init_state,
+    make_chunk,
+    make_step,
+)
+from training.qd.sharding import population_mesh, replicate
+from training.rundir import RunDir
 from zoo import tasks
 from zoo.archive import Archive, cvt_centroids
 from zoo.archive_artifact import ArchiveArtifact, archive_spec, finite_or_none, library_versions
-from zoo.errors import ArtifactError, ConfigError, OutputExistsError
-from zoo.serialization import (
-    arrays_to_tree,
-    dataclass_from_dict,
-    load_arrays,
-    read_json,
-    save_arrays,
-    tree_to_arrays,
-    write_json,
-)
+from zoo.errors import ConfigError
+from zoo.serialization import dataclass_from_dict
 from zoo.tasks.base import Task, genome_template
 
-CHECKPOINT_DIR = "checkpoint"
-RUN_CONFIG = "run.json"
 STATE_FILE = "state.safetensors"
-METRICS_LOG = "metrics.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +48,10 @@ class TrainConfig:
     Attributes:
         task: task name; ``task_kwargs`` its constructor overrides.
         algorithm: algorithm name; ``hyperparameters`` overrides of its defaults.
-        evaluations: budget; the run makes ``ceil(evaluations / batch_size)`` iterations.
-        batch_size: genomes evaluated per iteration (the first one is random).
+        evaluations: budget of evaluations actually spent: the run makes
+            ``ceil(evaluations / (batch_size + extra))`` iterations, where ``extra`` is what
+            the algorithm's emitters evaluate per iteration outside the archive.
+        batch_size: genomes evaluated and inserted per iteration (the first batch is random).
         grid: cells per descriptor dimension (grid archive), or
         cvt_cells: number of CVT cells (centroids from ``cvt_samples`` uniform samples).
         policy: hidden sizes and activations of the policy (``None``: the task's default).
@@ -86,10 +84,6 @@ class TrainConfig:
         if self.cvt_cells is not None and self.cvt_cells < 1:
             raise ConfigError(f"cvt_cells must be >= 1, got {self.cvt_cells}")
 
-    @property
-    def iterations(self) -> int:
-        return max(1, math.ceil(self.evaluations / self.batch_size))
-
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["grid"] = list(self.grid) if self.grid is not None else None
@@ -116,6 +110,14 @@ class Run:
             overrides = dict(config.policy or {})
             self.policy = PolicySpec.from_dict({**default.to_dict(), **overrides})
         self.emitter = self.algorithm.build(self.task, config.batch_size, self.hyperparameters)
+        if self.emitter.batch_size != config.batch_size:
+            raise ConfigError(
+                f"algorithm {config.algorithm!r} built emitters asking "
+                f"{self.emitter.batch_size} genomes per iteration for batch_size="
+                f"{config.batch_size}; choose a batch size its emitters can split"
+            )
+        self.evaluations_per_iteration = evaluations_per_iteration(self.emitter)
+        self.iterations = max(1, math.ceil(config.evaluations / self.evaluations_per_iteration))
         self.mesh = population_mesh(config.batch_size)
         self.step = make_step(self.task, self.emitter, self.mesh)
         self.chunk = make_chunk(self.step)
@@ -127,7 +129,12 @@ class Run:
         key, k_cvt = jax.random.split(key)
         lr, tmin = self.algorithm.archive_settings(self.hyperparameters)
         template = genome_template(spec, self.policy)
-        common = dict(learning_rate=lr, threshold_min=tmin, qd_offset=spec.qd_offset)
+        common = dict(
+            learning_rate=lr,
+            threshold_min=tmin,
+            qd_offset=spec.qd_offset,
+            extras_template=self.emitter.extras_template(spec) or None,
+        )
         if cfg.cvt_cells is not None:
             centroids = cvt_centroids(
                 k_cvt, cfg.cvt_cells, spec.descriptor_low, spec.descriptor_high, cfg.cvt_samples
@@ -162,9 +169,10 @@ class Run:
                 "citation": self.algorithm.citation,
             },
             "training": {
-                "evaluations": int(state.iteration) * cfg.batch_size,
+                "evaluations": int(state.iteration) * self.evaluations_per_iteration,
                 "iterations": int(state.iteration),
                 "batch_size": cfg.batch_size,
+                "evaluations_per_iteration": self.evaluations_per_iteration,
                 "seed": cfg.seed,
                 "wall_time_s": round(wall_time_s, 2),
                 "config": cfg.to_dict(),
@@ -176,59 +184,6 @@ class Run:
             },
             "library_versions": library_versions(),
         }
-
-
-def _prepare_out_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> bool:
-    """Check the output directory; return True if a checkpoint should be resumed."""
-    ckpt = out / CHECKPOINT_DIR
-    if resume:
-        if not (ckpt / RUN_CONFIG).is_file():
-            if out.exists() and any(out.iterdir()):
-                raise ArtifactError(
-                    f"--resume: {out} has no checkpoint to resume ({ckpt / RUN_CONFIG} missing)"
-                )
-            return False  # nothing started yet: a fresh run
-        stored = TrainConfig.from_dict(read_json(ckpt / RUN_CONFIG))
-        if stored != config:
-            diff = {
-                k: (v, config.to_dict()[k])
-                for k, v in stored.to_dict().items()
-                if v != config.to_dict()[k]
-            }
-            raise ConfigError(
-                f"--resume: the run in {out} was started with a different config "
-                f"(stored vs given: {diff}); resume with the same arguments or use a new --out"
-            )
-        return True
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"{out} already exists and is not empty; pass --resume to continue the run in it "
-                "or --overwrite to replace it"
-            )
-        shutil.rmtree(out)
-    return False
-
-
-def _load_checkpoint(out: Path, template: QDState) -> QDState:
-    arrays = load_arrays(out / CHECKPOINT_DIR / STATE_FILE)
-    return arrays_to_tree(template, arrays)
-
-
-def _save_checkpoint(out: Path, state: QDState) -> None:
-    save_arrays(out / CHECKPOINT_DIR / STATE_FILE, tree_to_arrays(state))
-
-
-def _truncate_log(path: Path, iteration: int) -> None:
-    """Drop log lines past ``iteration`` (written after the last checkpoint of a killed run)."""
-    if not path.exists():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["iteration"] <= iteration
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def train(
@@ -246,30 +201,35 @@ def train(
         OutputExistsError: ``out`` is not empty and neither ``resume`` nor ``overwrite``.
         ConfigError: ``resume`` with a config that differs from the stored one.
     """
-    out = Path(out)
-    resuming = _prepare_out_dir(out, config, resume, overwrite)
+    run_dir = RunDir(out)
+    resuming = run_dir.prepare(
+        config.to_dict(),
+        resume=resume,
+        overwrite=overwrite,
+        canonical=lambda stored: TrainConfig.from_dict(stored).to_dict(),
+    )
     run = Run(config)
     if resuming:
         template = jax.eval_shape(run.initial_state)
-        state = replicate(_load_checkpoint(out, template), run.mesh)
-        _truncate_log(out / METRICS_LOG, int(state.iteration))
+        state = replicate(run_dir.load(STATE_FILE, template), run.mesh)
+        iteration = int(state.iteration)
+        run_dir.truncate_log(lambda row: row["iteration"] <= iteration)
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / CHECKPOINT_DIR / RUN_CONFIG, config.to_dict())
+        run_dir.start(config.to_dict())
         state = run.initial_state()
-        (out / METRICS_LOG).unlink(missing_ok=True)
-    total = config.iterations
+    total = run.iterations
+    per_iteration = run.evaluations_per_iteration
     start_time = time.time()
     bar = tqdm(
-        total=total * config.batch_size,
-        initial=int(state.iteration) * config.batch_size,
+        total=total * per_iteration,
+        initial=int(state.iteration) * per_iteration,
         unit="eval",
         disable=not progress,
         dynamic_ncols=True,
         desc=f"{config.algorithm} on {config.task}",
     )
     try:
-        with open(out / METRICS_LOG, "a") as log:
+        with run_dir.open_log() as log:
             while (done := int(state.iteration)) < total:
                 length = min(config.chunk, total - done)
                 state, metrics = run.chunk(state, length)
@@ -279,32 +239,39 @@ def train(
                         k: finite_or_none(v[i]) if v.dtype.kind == "f" else int(v[i])
                         for k, v in host.items()
                     }
-                    row["evaluations"] = row["iteration"] * config.batch_size
                     log.write(json.dumps(row) + "\n")
                 log.flush()
-                _save_checkpoint(out, state)
+                run_dir.save(STATE_FILE, state)
                 last = {k: v[-1] for k, v in host.items()}
-                bar.update(length * config.batch_size)
-                bar.set_postfix(
-                    qd=f"{float(last['qd_score']):.4g}",
-                    cov=f"{100 * float(last['coverage']):.1f}%",
-                    max=f"{float(last['max_fitness']):.4g}",
-                )
+                bar.update(length * per_iteration)
+                bar.set_postfix(progress_postfix(last))
     except KeyboardInterrupt:
         bar.close()
         raise KeyboardInterrupt(
-            f"interrupted at iteration {int(_safe_iteration(out))}; the last checkpoint in "
-            f"{out / CHECKPOINT_DIR} is intact: continue with --resume"
+            f"interrupted at iteration {run_dir.counter(STATE_FILE, 'iteration')}; the last "
+            f"checkpoint in {run_dir.checkpoint_dir} is intact: continue with --resume"
         ) from None
     bar.close()
     artifact = ArchiveArtifact(state.archive, run.artifact_config(state, time.time() - start_time))
     if save:
-        artifact.save_pretrained(out)
+        artifact.save_pretrained(run_dir.path)
     return artifact
 
 
-def _safe_iteration(out: Path) -> int:
-    try:
-        return int(load_arrays(out / CHECKPOINT_DIR / STATE_FILE)["iteration"])
-    except Exception:  # noqa: BLE001 - only for the message
-        return 0
+LOOP_METRICS = frozenset(
+    {"qd_score", "coverage", "max_fitness", "mean_fitness", "num_elites", "num_nonfinite"}
+    | {"iteration", "added", "evaluations"}
+)
+
+
+def progress_postfix(last: dict[str, Any], emitter_metrics: int = 3) -> dict[str, str]:
+    """The progress bar's figures: QD score, coverage, max fitness and the first
+    ``emitter_metrics`` metrics reported by the emitters (e.g. a critic's loss)."""
+    shown = {
+        "qd": f"{float(last['qd_score']):.4g}",
+        "cov": f"{100 * float(last['coverage']):.1f}%",
+        "max": f"{float(last['max_fitness']):.4g}",
+    }
+    extra = [k for k in last if k not in LOOP_METRICS][:emitter_metrics]
+    shown.update({k: f"{float(last[k]):.3g}" for k in extra})
+    return shown

@@ -107,6 +107,12 @@ def test_toy_algorithm_runs_through_the_cli(toy_run: Path) -> None:
     # Learning state carried across iterations (and chunks): valid steps seen accumulate.
     steps = [row["probe/steps_seen"] for row in log]
     assert all(b > a for a, b in zip(steps[:-1], steps[1:], strict=True))
+    # Its replay buffer fills up to capacity with valid transitions only; the reward model
+    # trained on it in tell learns (its loss falls).
+    sizes = [row["probe/buffer_size"] for row in log]
+    assert sizes == [min(s, 2048) for s in steps]
+    losses = [row["probe/model_loss"] for row in log]
+    assert losses[-1] < losses[0]
     # Each emitter is handed exactly the slice it asked for (iteration 1 tells on the
     # random initial batch, which nobody asked for).
     assert [row["probe/slice_matches"] for row in log] == [0] + [1] * 8

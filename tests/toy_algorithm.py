@@ -6,8 +6,11 @@
 - spends extra evaluations: for each of its genomes it evaluates two Gaussian perturbations
   of a random elite through the loop's ``evaluate`` and proposes the better one;
 - uses transitions: ``tell`` reads the rewards and validity mask of its own slice;
-- learns state and reports metrics: a running count of valid steps seen, the mean reward,
-  and whether the slice it was handed is exactly what it asked for;
+- learns state and reports metrics: its transitions go into a replay buffer
+  (training/replay.py) on which a small reward model (linear in the next observation) takes
+  a few Adam steps per iteration (training/fit.py); it reports that model's loss, a running
+  count of valid steps seen, the mean reward, and whether the slice it was handed is exactly
+  what it asked for;
 - declares a per-elite extra: every elite keeps its per-step rewards (which add up to its
   fitness).
 
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
+from training import fit, replay
 from training.qd import algorithms
 from training.qd.emitter import Emitter, EvaluateFn, Metrics
 from training.qd.emitters.iso_line import IsoLineEmitter
@@ -37,7 +41,15 @@ class ProbeEmitter(Emitter):
     """Best of two evaluated perturbations of a random elite, per genome."""
 
     size: int
+    observation_size: int
     sigma: float = 0.05
+    capacity: int = 2048
+    model_steps: int = 4
+    model_batch: int = 64
+
+    @property
+    def _optimiser(self) -> Any:
+        return fit.optimiser(fit.OptimiserConfig(learning_rate=1e-2))
 
     @property
     def batch_size(self) -> int:
@@ -61,7 +73,12 @@ class ProbeEmitter(Emitter):
 
     def init(self, key: PRNGKeyArray, archive: Archive) -> dict[str, Any]:
         del key
+        model = {"w": jnp.zeros((self.observation_size,)), "b": jnp.zeros(())}
+        one = {"next_observation": jnp.zeros((self.observation_size,)), "reward": jnp.zeros(())}
         return {
+            "buffer": replay.init(one, self.capacity),
+            "model": model,
+            "opt_state": self._optimiser.init(model),
             "steps_seen": jnp.zeros((), jnp.int32),
             "asked": jax.tree_util.tree_map(
                 lambda x: jnp.zeros((self.size, *x.shape[1:]), x.dtype), archive.genomes
@@ -108,14 +125,41 @@ class ProbeEmitter(Emitter):
         valid = transitions.valid
         steps = jnp.sum(valid, dtype=jnp.int32)
         same = jax.tree_util.tree_map(lambda a, b: jnp.all(a == b), genomes, state["asked"])
+        flat = {
+            "next_observation": transitions.next_observations.reshape(-1, self.observation_size),
+            "reward": transitions.rewards.reshape(-1),
+        }
+        buffer = replay.add(state["buffer"], flat, valid.reshape(-1))
+
+        def loss(model: dict[str, Array], batch: dict[str, Array], key: Array) -> Any:
+            del key
+            predicted = batch["next_observation"] @ model["w"] + model["b"]
+            error = jnp.mean((predicted - batch["reward"]) ** 2)
+            return error, {"loss": error}
+
+        step = fit.gradient_step(
+            loss, self._optimiser, lambda k: replay.sample(buffer, k, self.model_batch)
+        )
+        model, opt_state, model_metrics, _ = fit.scan_steps(
+            step, state["model"], state["opt_state"], key, self.model_steps
+        )
         metrics = {
+            "model_loss": model_metrics["loss"][-1],
+            "buffer_size": replay.size(buffer),
             "mean_reward": jnp.sum(jnp.where(valid, transitions.rewards, 0.0))
             / jnp.maximum(steps, 1),
             "steps_seen": state["steps_seen"] + steps,
             "slice_matches": jnp.all(jnp.stack(jax.tree_util.tree_leaves(same))).astype(jnp.int32),
             "added": jnp.sum(insert_info.status > 0),
         }
-        return {**state, "steps_seen": metrics["steps_seen"]}, metrics
+        new_state = {
+            **state,
+            "buffer": buffer,
+            "model": model,
+            "opt_state": opt_state,
+            "steps_seen": metrics["steps_seen"],
+        }
+        return new_state, metrics
 
 
 def build(task: Task, batch_size: int, hp: dict[str, Any]) -> Emitter:
@@ -123,7 +167,11 @@ def build(task: Task, batch_size: int, hp: dict[str, Any]) -> Emitter:
     return MultiEmitter(
         [
             IsoLineEmitter(size=ga, iso_sigma=hp["iso_sigma"], line_sigma=hp["line_sigma"]),
-            ProbeEmitter(size=probe, sigma=hp["probe_sigma"]),
+            ProbeEmitter(
+                size=probe,
+                observation_size=task.spec.observation_size or 0,
+                sigma=hp["probe_sigma"],
+            ),
         ],
         names=("ga", "probe"),
     )

@@ -10,7 +10,6 @@ with exactly the archive an uninterrupted run with the same config produces.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -234,13 +233,16 @@ def train(
                 length = min(config.chunk, total - done)
                 state, metrics = run.chunk(state, length)
                 host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-                for i in range(length):
-                    row = {
-                        k: finite_or_none(v[i]) if v.dtype.kind == "f" else int(v[i])
-                        for k, v in host.items()
-                    }
-                    log.write(json.dumps(row) + "\n")
-                log.flush()
+                run_dir.write_rows(
+                    log,
+                    (
+                        {
+                            k: finite_or_none(v[i]) if v.dtype.kind == "f" else int(v[i])
+                            for k, v in host.items()
+                        }
+                        for i in range(length)
+                    ),
+                )
                 run_dir.save(STATE_FILE, state)
                 last = {k: v[-1] for k, v in host.items()}
                 bar.update(length * per_iteration)

@@ -1,4 +1,4 @@
-"""Tasks: registry, specs, descriptors, the two episode loops, benchmark formulas.
+"""Tasks: registry, specs, descriptors, the episode loop's two paths, benchmark formulas.
 
 Brax evaluations compile once per module (hopper, batch 8, 30 steps) and are shared by
 the tests through module-scoped fixtures.
@@ -20,7 +20,8 @@ from models.policy import MLPPolicy, PolicySpec
 from zoo.errors import ConfigError, ShapeError, TaskMismatchError, UnknownNameError
 from zoo.tasks import make, names
 from zoo.tasks.base import Evaluation
-from zoo.tasks.locomotion import feet_contact, run_episodes
+from zoo.tasks.episodes import run_episodes
+from zoo.tasks.locomotion import feet_contact
 from zoo.tasks.point_maze import GOAL, in_goal, move
 
 ALL_NAMES = [
@@ -239,39 +240,75 @@ def test_feet_contact_physical_states(tasks):
 # -- the episode loop -------------------------------------------------------------------
 
 
-def test_run_episodes_masks_after_termination():
-    """Toy env: episode b ends on its step ``b + 1``; rewards after that must not count."""
+class _Counter:
+    """Toy episodic protocol: the state is ``(t, stop)``; episode b ends on step ``stop[b]``."""
 
-    def step(state, actions):
+    def step(self, state, actions):
         t, stop = state
         t = t + 1
         return (t, stop), t.astype(jnp.float32) + actions[:, 0], t >= stop
 
-    def accumulate(last, state, valid):
-        return jnp.where(valid, state[0], last)
+    def observe(self, state):
+        return state[0][:, None].astype(jnp.float32)
 
+    def init_descriptor(self, state):
+        return jnp.zeros_like(state[0])
+
+    def accumulate_descriptor(self, last, next_state, valid):
+        return jnp.where(valid, next_state[0], last)
+
+
+def test_run_episodes_masks_after_termination():
+    """Episode b ends on its step ``b + 1``; rewards after that must not count."""
     stop = jnp.array([1, 2, 3, 10])
-    start = (jnp.zeros(4, jnp.int32), stop)
-    kwargs = dict(
-        act=lambda obs: jnp.zeros((obs.shape[0], 1)),
-        step=step,
-        observe=lambda state: state[0][:, None].astype(jnp.float32),
-        accumulate=accumulate,
-        initial_state=start,
-        initial_accumulator=jnp.zeros(4, jnp.int32),
-        episode_length=5,
+    args = (
+        _Counter(),
+        lambda obs, t: jnp.zeros((obs.shape[0], 1)),
+        (jnp.zeros(4, jnp.int32), stop),
+        5,
     )
-    fast = run_episodes(**kwargs)
-    full = run_episodes(**kwargs, return_trajectory=True)
+    fast = run_episodes(*args)
+    full = run_episodes(*args, transitions=True)
+    assert fast.transitions is None
     np.testing.assert_array_equal(fast.valid_steps, [1, 2, 3, 5])
     np.testing.assert_array_equal(fast.returns, [1.0, 3.0, 6.0, 15.0])
     np.testing.assert_array_equal(fast.accumulator, [1, 2, 3, 5])
     np.testing.assert_array_equal(full.returns, fast.returns)
     np.testing.assert_array_equal(full.accumulator, fast.accumulator)
-    valid = np.asarray(full.trajectory.valid)
+    steps = full.transitions
+    valid = np.asarray(steps.valid)
     np.testing.assert_array_equal(valid.sum(1), [1, 2, 3, 5])
-    np.testing.assert_array_equal(full.trajectory.rewards[2], [1.0, 2.0, 3.0, 0.0, 0.0])
-    np.testing.assert_array_equal(full.trajectory.observations[1, :, 0], [0.0, 1.0, 0, 0, 0])
+    np.testing.assert_array_equal(steps.rewards[2], [1.0, 2.0, 3.0, 0.0, 0.0])
+    np.testing.assert_array_equal(steps.observations[1, :, 0], [0.0, 1.0, 0, 0, 0])
+    np.testing.assert_array_equal(steps.next_observations[1, :, 0], [1.0, 2.0, 0, 0, 0])
+    # episodes 0-2 terminate on their last valid step; episode 3 is cut by the time limit
+    np.testing.assert_array_equal(
+        steps.terminated,
+        [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]],
+    )
+    np.testing.assert_array_equal(steps.truncated[:, -1], [False, False, False, True])
+    assert int(np.asarray(steps.truncated).sum()) == 1
+
+
+def test_run_episodes_passes_the_step_index_and_replaces_step():
+    """``act`` sees the step index; ``step=`` replaces the task's dynamics."""
+    seen = []
+
+    def act(obs, t):
+        return jnp.broadcast_to(t.astype(jnp.float32), (obs.shape[0], 1))
+
+    def doubled(state, actions):
+        (t, stop), reward, done = _Counter().step(state, actions)
+        seen.append(True)
+        return (t, stop), 2.0 * reward, done
+
+    start = (jnp.zeros(2, jnp.int32), jnp.array([10, 10]))
+    real = run_episodes(_Counter(), act, start, 3)
+    imagined = run_episodes(_Counter(), act, start, 3, step=doubled)
+    # rewards t + action: (1 + 0) + (2 + 1) + (3 + 2)
+    np.testing.assert_array_equal(real.returns, [9.0, 9.0])
+    np.testing.assert_array_equal(imagined.returns, [18.0, 18.0])
+    assert seen
 
 
 # -- brax evaluation (hopper: early terminations are frequent) ---------------------------
@@ -283,7 +320,7 @@ def hopper():
     genomes = task.init_genomes(jax.random.key(3), BATCH)
     evaluate = eqx.filter_jit(task.evaluate)
     fast = evaluate(genomes, jax.random.key(0))
-    full = evaluate(genomes, jax.random.key(0), return_trajectory=True)
+    full = evaluate(genomes, jax.random.key(0), transitions=True)
     return SimpleNamespace(task=task, genomes=genomes, evaluate=evaluate, fast=fast, full=full)
 
 
@@ -291,11 +328,13 @@ def test_brax_evaluation_shapes(hopper):
     assert isinstance(hopper.fast, Evaluation)
     assert hopper.fast.fitness.shape == (BATCH,)
     assert hopper.fast.descriptors.shape == (BATCH, 1)
-    assert hopper.fast.trajectory is None
-    trajectory = hopper.full.trajectory
-    assert trajectory.observations.shape == (BATCH, LENGTH, 11)
-    assert trajectory.actions.shape == (BATCH, LENGTH, 3)
-    assert trajectory.rewards.shape == trajectory.valid.shape == (BATCH, LENGTH)
+    assert hopper.fast.transitions is None
+    steps = hopper.full.transitions
+    assert steps.observations.shape == steps.next_observations.shape == (BATCH, LENGTH, 11)
+    assert steps.actions.shape == (BATCH, LENGTH, 3)
+    assert steps.rewards.shape == steps.valid.shape == (BATCH, LENGTH)
+    assert steps.terminated.shape == steps.truncated.shape == (BATCH, LENGTH)
+    assert steps.terminated.dtype == steps.truncated.dtype == steps.valid.dtype == bool
 
 
 def test_while_loop_equals_scan(hopper):
@@ -303,19 +342,41 @@ def test_while_loop_equals_scan(hopper):
     np.testing.assert_array_equal(hopper.fast.descriptors, hopper.full.descriptors)
 
 
-def test_trajectory_consistent_with_fitness(hopper):
-    trajectory = hopper.full.trajectory
-    valid = np.asarray(trajectory.valid)
+def test_transitions_consistent_with_fitness(hopper):
+    steps = hopper.full.transitions
+    valid = np.asarray(steps.valid)
     lengths = valid.sum(1)
     assert valid[:, 0].all()
     assert (lengths < LENGTH).any(), "no early termination: the test loses its point"
+    assert (lengths == LENGTH).any(), "no episode reaches the time limit"
     # valid is a prefix: once an episode ends it stays ended.
     np.testing.assert_array_equal(valid, np.arange(LENGTH)[None] < lengths[:, None])
-    np.testing.assert_allclose(trajectory.rewards.sum(1), hopper.full.fitness, rtol=1e-5)
-    assert np.all(np.asarray(trajectory.rewards)[~valid] == 0.0)
+    np.testing.assert_allclose(steps.rewards.sum(1), hopper.full.fitness, rtol=1e-5)
+    for name in ("observations", "actions", "rewards", "next_observations"):
+        assert np.all(np.asarray(getattr(steps, name))[~valid] == 0.0), name
     # a descriptor is a count of valid steps divided by their number
     counts = np.asarray(hopper.full.descriptors[:, 0]) * lengths
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)
+
+
+def test_transitions_chain_and_end_flags(hopper):
+    steps = hopper.full.transitions
+    valid = np.asarray(steps.valid)
+    lengths = valid.sum(1)
+    both = valid[:, 1:]  # steps t and t + 1 both valid
+    np.testing.assert_array_equal(
+        np.asarray(steps.next_observations)[:, :-1][both],
+        np.asarray(steps.observations)[:, 1:][both],
+    )
+    terminated, truncated = np.asarray(steps.terminated), np.asarray(steps.truncated)
+    rows = np.arange(BATCH)
+    ended_early = lengths < LENGTH
+    # an episode either terminates on its last valid step or is cut at T - 1, never both
+    np.testing.assert_array_equal(terminated.sum(1) + truncated.sum(1), np.ones(BATCH))
+    np.testing.assert_array_equal(terminated[rows, lengths - 1][ended_early], True)
+    np.testing.assert_array_equal(truncated[:, -1], ~terminated[:, -1] & valid[:, -1])
+    assert not truncated[:, :-1].any()
+    assert not (terminated & ~valid).any()
 
 
 def test_brax_descriptors_within_bounds(hopper):
@@ -341,11 +402,12 @@ def test_deterministic_reevaluation_is_identical(hopper):
 def test_ant_omni_reward_and_position():
     task = make("ant-omni", episode_length=20)
     genomes = task.init_genomes(jax.random.key(0), 4)
-    result = eqx.filter_jit(task.evaluate)(genomes, jax.random.key(0), return_trajectory=True)
-    trajectory = result.trajectory
-    expected = 1.0 - 0.5 * jnp.sum(jnp.square(trajectory.actions), axis=-1)
-    expected = jnp.where(trajectory.valid, expected, 0.0)
-    np.testing.assert_allclose(trajectory.rewards, expected, atol=1e-5)
+    evaluate = eqx.filter_jit(lambda g, k: task.evaluate(g, k, transitions=True))
+    result = evaluate(genomes, jax.random.key(0))
+    steps = result.transitions
+    expected = 1.0 - 0.5 * jnp.sum(jnp.square(steps.actions), axis=-1)
+    expected = jnp.where(steps.valid, expected, 0.0)
+    np.testing.assert_allclose(steps.rewards, expected, atol=1e-5)
     assert result.descriptors.shape == (4, 2)
     assert bool(jnp.all(jnp.abs(result.descriptors) <= 30.0))
 
@@ -397,7 +459,7 @@ def test_point_maze_episode_against_hand_computation():
     # straight up (blocked by the lower wall) and standing still
     policies = _constant_policies(jnp.array([[0.0, 0.999999], [0.0, 0.0]]))
     fast = task.evaluate(policies, jax.random.key(0))
-    full = task.evaluate(policies, jax.random.key(0), return_trajectory=True)
+    full = task.evaluate(policies, jax.random.key(0), transitions=True)
     ys = [-0.75, -0.65, -0.55, -0.505, -0.505, -0.505]
     up = -sum(math.hypot(0.5, 0.8 - y) for y in ys)
     still = -6 * math.hypot(0.5, 0.8 + 0.85)
@@ -405,7 +467,7 @@ def test_point_maze_episode_against_hand_computation():
     np.testing.assert_allclose(fast.descriptors, [[0.0, -0.505], [0.0, -0.85]], atol=1e-5)
     np.testing.assert_array_equal(fast.fitness, full.fitness)
     np.testing.assert_array_equal(fast.descriptors, full.descriptors)
-    assert full.trajectory.observations.shape == (2, 6, 2)
+    assert full.transitions.observations.shape == (2, 6, 2)
 
 
 def test_point_maze_reset_protocols():
@@ -464,7 +526,7 @@ def test_lp_sphere_formulas():
             [10.0, -10.0, 1.0, 2.0],
         ]
     )
-    result = task.evaluate(genomes, jax.random.key(0), return_trajectory=True)
+    result = task.evaluate(genomes, jax.random.key(0), transitions=True)
     worst = 4 * (bound + shift) ** 2
     raw_last = (10 - shift) ** 2 + (10 + shift) ** 2 + (1 - shift) ** 2 + (2 - shift) ** 2
     expected = [
@@ -479,7 +541,11 @@ def test_lp_sphere_formulas():
         [[0.0, 0.0], [2 * shift, 2 * shift], [-2 * bound, -2 * bound], [0.0, 3.0]],
         atol=1e-5,
     )
-    assert result.trajectory.actions.shape == (4, 1, 4)
+    steps = result.transitions
+    assert steps.actions.shape == (4, 1, 4)
+    assert steps.observations.shape == steps.next_observations.shape == (4, 1, 0)
+    np.testing.assert_array_equal(steps.rewards[:, 0], result.fitness)
+    assert bool(steps.terminated.all()) and not bool(steps.truncated.any())
     jacobian = jax.jacrev(lambda x: task.objective(x)[1])(genomes[3])
     assert bool(jnp.all(jnp.isfinite(jacobian)))
 

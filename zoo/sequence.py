@@ -15,14 +15,16 @@ equal length, each driven by a policy generated for a different condition; an ep
     result = zoo.sequence(task, [[0.2, 0.8], [0.8, 0.2]], 50, generator=generator, key=key)
     result.length, result.episode_return, result.segment_descriptors
 
-The episode loop follows :func:`zoo.tasks.locomotion.run_episodes` step for step (same
-reset protocol, same reward, a step is valid when the episode had not terminated before
-it), so a sequence whose segments all hold the same policy gives that policy's
-``Task.evaluate`` return and length. It is a ``lax.scan`` over time in which the segment
-index ``min(t // L, S - 1)`` selects the acting policy from the stacked ``[S]`` population;
-batches of episodes are ``vmap``-ed.
+The ``E`` episodes of a batch run through the tasks' episodic protocol and the one episode
+loop, :func:`zoo.tasks.episodes.run_episodes` (same reset protocol, same reward, a step is
+valid when the episode had not terminated before it), so a sequence whose segments all
+hold the same policy gives that policy's ``Task.evaluate`` return and length. At step
+``t`` the segment index ``min(t // L, S - 1)`` selects each episode's acting policy from
+its stacked ``[S]`` policies; each segment keeps its own descriptor accumulator, started
+from the state the segment begins in.
 
-Supported tasks: the Brax locomotion tasks (``*-uni``, ``ant-omni``) and ``point-maze``.
+Supported tasks: every :class:`zoo.tasks.protocol.EpisodicTask` (the Brax locomotion tasks
+``*-uni``, ``ant-omni`` and ``point-maze``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from models.policy import MLPPolicy
 from zoo.errors import ConfigError, ShapeError
 from zoo.tasks.base import Task
-from zoo.tasks.locomotion import BraxTask, check_policy_population, population_size
+from zoo.tasks.episodes import run_episodes
+from zoo.tasks.protocol import (
+    EpisodicTask,
+    batched_policy,
+    check_policy_population,
+)
 
 __all__ = [
     "SampleFn",
@@ -134,148 +141,153 @@ def _check_generator_task(generator_or_sample_fn: Any, task: Task) -> None:
 # ---------------------------------------------------------------- episode protocol
 
 
-class _Protocol(NamedTuple):
-    """How one episode of a task runs (unbatched functions, batched ``initial``)."""
-
-    initial: Callable[[PRNGKeyArray, int], Any]
-    step: Callable[[Any, Array], tuple[Any, Array, Array]]
-    observe: Callable[[Any], Array]
-    init_accumulator: Callable[[Any], Any]
-    accumulate: Callable[[Any, Any, Array], Any]
-    descriptors: Callable[[Any, Array], Array]
-
-
-def _protocol(task: Task) -> _Protocol:
-    """The reset, step and descriptor hooks of ``task``, as its ``evaluate`` uses them."""
-    if isinstance(task, BraxTask):
-
-        def brax_step(state: Any, action: Array) -> tuple[Any, Array, Array]:
-            nxt = task.env.step(state, action)
-            return nxt, task._reward(nxt), nxt.done
-
-        return _Protocol(
-            initial=task.initial_states,
-            step=brax_step,
-            observe=lambda state: state.obs,
-            init_accumulator=task._initial_accumulator,
-            accumulate=task._accumulate,
-            descriptors=task._descriptors,
+def _check_task(task: Task) -> EpisodicTask:
+    """``task`` if it runs episodes, else a :class:`ConfigError`."""
+    if not isinstance(task, EpisodicTask):
+        raise ConfigError(
+            f"sequencing runs episodes of policy tasks (the Brax locomotion tasks and "
+            f"point-maze), given {task!r}; make one with zoo.tasks.make('walker2d-uni')"
         )
-    from zoo.tasks.point_maze import PointMazeTask, distance_to_goal, in_goal, move
-
-    if isinstance(task, PointMazeTask):
-
-        def maze_step(position: Array, action: Array) -> tuple[Array, Array, Array]:
-            nxt = move(position, action)
-            return nxt, -distance_to_goal(nxt), in_goal(nxt)
-
-        return _Protocol(
-            initial=task.initial_positions,
-            step=maze_step,
-            observe=lambda position: position,
-            init_accumulator=lambda position: position,
-            accumulate=lambda final, nxt, valid: jnp.where(valid, nxt, final),
-            descriptors=lambda final, valid_steps: final,
-        )
-    raise ConfigError(
-        f"sequencing runs episodes of policy tasks (the Brax locomotion tasks and "
-        f"point-maze), given {task!r}; make one with zoo.tasks.make('walker2d-uni')"
-    )
+    return task
 
 
-class _Carry(NamedTuple):
-    state: Any
-    alive: Bool[Array, ""]
-    episode_return: Float[Array, ""]
-    accumulators: Any  # every leaf [S, ...]
-    segment_returns: Float[Array, " segments"]
-    segment_steps: Int[Array, " segments"]
+class _SegmentState(NamedTuple):
+    """The task's state and the reward ``[E]`` of the step that led to it."""
+
+    inner: Any
+    reward: Float[Array, " episodes"]
 
 
-def _one_episode(
-    protocol: _Protocol,
-    policies: MLPPolicy,
-    state: Any,
-    steps_per_segment: int,
-    episode_length: int,
-) -> tuple[Array, Array, Array, Array, Array]:
-    """One episode from the unbatched ``state``, driven by the ``[S]`` stacked ``policies``.
+class _Segments(NamedTuple):
+    """Per-segment statistics of ``E`` episodes of ``S`` segments.
 
-    Returns ``(length [], episode_return [], segment_returns [S], segment_steps [S],
-    segment_descriptors [S, k])``.
+    ``accumulators`` holds the task's descriptor accumulator of every segment (leaves
+    ``[E, S, ...]``); ``t`` counts the steps taken.
     """
-    segments = population_size(policies)
-    first = protocol.init_accumulator(state)
-    accumulators = jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(x, (segments, *jnp.shape(x))), first
-    )
 
-    def body(carry: _Carry, t: Int[Array, ""]) -> tuple[_Carry, None]:
-        raw = t // steps_per_segment
-        segment = jnp.minimum(raw, segments - 1)
-        starts = (t % steps_per_segment == 0) & (raw < segments)
-        # A segment describes its own steps: its accumulator starts from the state it gets.
-        fresh = protocol.init_accumulator(carry.state)
-        current = jax.tree_util.tree_map(
-            lambda stack, new: jnp.where(starts, new, stack[segment]).astype(stack.dtype),
-            carry.accumulators,
+    t: Int[Array, ""]
+    accumulators: Any
+    returns: Float[Array, "episodes segments"]
+    steps: Int[Array, "episodes segments"]
+
+
+class _SegmentedProtocol:
+    """The episodic protocol of ``task`` with one descriptor accumulator per segment.
+
+    Steps ``[i L, (i + 1) L)`` belong to segment ``i`` (the last segment keeps the steps
+    after ``S L``). Segment ``i``'s accumulator starts from ``task.init_descriptor`` of
+    the state the segment begins in. The rewards travel in the state so that the
+    accumulator can sum them per segment.
+    """
+
+    def __init__(self, task: EpisodicTask, segments: int, steps_per_segment: int) -> None:
+        self.task = task
+        self.segments = segments
+        self.steps_per_segment = steps_per_segment
+
+    def segment(self, t: Int[Array, ""]) -> Int[Array, ""]:
+        """The segment that acts at step ``t``."""
+        return jnp.minimum(t // self.steps_per_segment, self.segments - 1)
+
+    def wrap(self, state: Any) -> _SegmentState:
+        """The task's batched initial ``state`` with a zero reward ``[E]``."""
+        batch = jax.tree_util.tree_leaves(state)[0].shape[0]
+        return _SegmentState(state, jnp.zeros((batch,), jnp.float32))
+
+    def step(self, state: _SegmentState, actions: Array) -> tuple[_SegmentState, Array, Array]:
+        """The task's step; the reward ``[E]`` is also kept in the next state."""
+        nxt, reward, done = self.task.step(state.inner, actions)
+        return _SegmentState(nxt, reward), reward, done
+
+    def observe(self, state: _SegmentState) -> Array:
+        """The task's observations ``[E, obs]``."""
+        return self.task.observe(state.inner)
+
+    def init_descriptor(self, state: _SegmentState) -> _Segments:
+        """Every segment's accumulator from the initial state; zero returns and steps."""
+        first = self.task.init_descriptor(state.inner)
+        batch = state.reward.shape[0]
+        return _Segments(
+            t=jnp.zeros((), jnp.int32),
+            accumulators=jax.tree_util.tree_map(
+                lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], self.segments, *x.shape[1:])),
+                first,
+            ),
+            returns=jnp.zeros((batch, self.segments), jnp.float32),
+            steps=jnp.zeros((batch, self.segments), jnp.int32),
+        )
+
+    def accumulate_descriptor(
+        self, acc: _Segments, next_state: _SegmentState, valid: Bool[Array, " episodes"]
+    ) -> _Segments:
+        """Accumulate step ``acc.t`` into its segment; start the next segment if due."""
+        segment = self.segment(acc.t)
+        current = jax.tree_util.tree_map(lambda stack: stack[:, segment], acc.accumulators)
+        updated = self.task.accumulate_descriptor(current, next_state.inner, valid)
+        stacks = jax.tree_util.tree_map(
+            lambda stack, value: stack.at[:, segment].set(value.astype(stack.dtype)),
+            acc.accumulators,
+            updated,
+        )
+        # The next segment describes its own steps: it starts from the state it gets.
+        t = acc.t + 1
+        raw = t // self.steps_per_segment
+        starts = (t % self.steps_per_segment == 0) & (raw < self.segments)
+        following = jnp.minimum(raw, self.segments - 1)
+        fresh = self.task.init_descriptor(next_state.inner)
+        stacks = jax.tree_util.tree_map(
+            lambda stack, new: stack.at[:, following].set(
+                jnp.where(starts, new, stack[:, following]).astype(stack.dtype)
+            ),
+            stacks,
             fresh,
         )
-        policy = jax.tree_util.tree_map(lambda x: x[segment], policies)
-        action = policy(protocol.observe(carry.state))
-        nxt, reward, done = protocol.step(carry.state, action)
-        alive = carry.alive
-        updated = protocol.accumulate(current, nxt, alive)
-        gained = jnp.where(alive, reward, 0.0)
-        new = _Carry(
-            state=nxt,
-            alive=alive & (done == 0),
-            episode_return=carry.episode_return + gained,
-            accumulators=jax.tree_util.tree_map(
-                lambda stack, value: stack.at[segment].set(value.astype(stack.dtype)),
-                carry.accumulators,
-                updated,
-            ),
-            segment_returns=carry.segment_returns.at[segment].add(gained),
-            segment_steps=carry.segment_steps.at[segment].add(alive.astype(jnp.int32)),
+        return _Segments(
+            t=t,
+            accumulators=stacks,
+            returns=acc.returns.at[:, segment].add(jnp.where(valid, next_state.reward, 0.0)),
+            steps=acc.steps.at[:, segment].add(valid.astype(jnp.int32)),
         )
-        return new, None
-
-    init = _Carry(
-        state=state,
-        alive=jnp.ones((), bool),
-        episode_return=jnp.zeros((), jnp.float32),
-        accumulators=accumulators,
-        segment_returns=jnp.zeros((segments,), jnp.float32),
-        segment_steps=jnp.zeros((segments,), jnp.int32),
-    )
-    final, _ = jax.lax.scan(body, init, jnp.arange(episode_length, dtype=jnp.int32))
-    descriptors = jax.vmap(protocol.descriptors)(final.accumulators, final.segment_steps)
-    descriptors = jnp.where(final.segment_steps[:, None] > 0, descriptors, jnp.nan)
-    return (
-        jnp.sum(final.segment_steps),
-        final.episode_return,
-        final.segment_returns,
-        final.segment_steps,
-        descriptors.astype(jnp.float32),
-    )
 
 
 @eqx.filter_jit
 def _run(
-    task: Task, policies: MLPPolicy, key: PRNGKeyArray, steps_per_segment: int
+    task: EpisodicTask, policies: MLPPolicy, key: PRNGKeyArray, steps_per_segment: int
 ) -> tuple[Array, Array, Array, Array, Array]:
-    """``E`` episodes at once: ``policies`` ``[E, S]``; the arrays of ``_one_episode``
-    with a leading ``E`` axis. Initial states come from the task's reset protocol for a
-    batch of ``E`` (as ``Task.evaluate`` draws them)."""
-    protocol = _protocol(task)
-    states = protocol.initial(key, population_size(policies))
-    episode_length = task.spec.episode_length
+    """``E`` episodes at once, driven by ``policies`` ``[E, S]``.
 
-    def one(p: MLPPolicy, s: Any) -> tuple[Array, ...]:
-        return _one_episode(protocol, p, s, steps_per_segment, episode_length)
+    Initial states come from the task's reset protocol for a batch of ``E`` (as
+    ``Task.evaluate`` draws them). Returns ``(length [E], episode_return [E],
+    segment_returns [E, S], segment_steps [E, S], segment_descriptors [E, S, k])``.
+    """
+    episodes, segments = policies.weights[0].shape[:2]
+    protocol = _SegmentedProtocol(task, segments, steps_per_segment)
 
-    return jax.vmap(one)(policies, states)
+    def act(observations: Array, t: Array) -> Array:
+        segment = protocol.segment(t)
+        acting = jax.tree_util.tree_map(lambda x: x[:, segment], policies)
+        return batched_policy(acting)(observations)
+
+    result = run_episodes(
+        protocol,
+        act,
+        protocol.wrap(task.reset(key, episodes)),
+        task.spec.episode_length,
+    )
+    final: _Segments = result.accumulator
+    flat = jax.tree_util.tree_map(
+        lambda x: x.reshape(episodes * segments, *x.shape[2:]), final.accumulators
+    )
+    descriptors = task.finalise_descriptor(flat, final.steps.reshape(-1))
+    descriptors = descriptors.reshape(episodes, segments, -1)
+    descriptors = jnp.where(final.steps[..., None] > 0, descriptors, jnp.nan)
+    return (
+        result.valid_steps,
+        result.returns,
+        final.returns,
+        final.steps,
+        descriptors.astype(jnp.float32),
+    )
 
 
 # --------------------------------------------------------------------- public API
@@ -365,7 +377,7 @@ def run_sequences(
         ``(E, S)`` and ``L``.
     """
     steps_per_segment = _check_steps(steps_per_segment)
-    _protocol(task)
+    _check_task(task)
     if not isinstance(policies, MLPPolicy) or policies.weights[0].ndim != 4:
         raise ShapeError(
             "policies must be an MLPPolicy population with leading axes [episodes, segments] "
@@ -415,7 +427,7 @@ def sequence(
         TaskMismatchError: a generator trained for another task.
     """
     steps_per_segment = _check_steps(steps_per_segment)
-    _protocol(task)
+    _check_task(task)
     sample_key, reset_key = jax.random.split(key)
     policies = _stack_policies(conditions_or_policies)
     conditions = None
@@ -477,7 +489,7 @@ def sequencing_success_rate(
         raise ConfigError(f"segments must be an integer >= 1, given {segments!r}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ConfigError(f"threshold must be a fraction in [0, 1], given {threshold!r}")
-    _protocol(task)
+    _check_task(task)
     values = _check_conditions(conditions_list, task, ("episodes", "segments", "k"))
     if values.shape[1] != segments:
         raise ShapeError(

@@ -1,6 +1,8 @@
 """Task registry: ``zoo.tasks.make(name, **overrides)`` and ``zoo.tasks.names()``.
 
-Modules are imported lazily so that ``import zoo`` does not pay for Brax.
+Every task evaluates a batch of genomes (:class:`Task`); the control tasks implement the
+episodic protocol (:class:`EpisodicTask`) that :func:`run_episodes` drives. Task modules
+are imported lazily so that ``import zoo`` does not pay for Brax.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import inspect
 from typing import Any
 
 from zoo.errors import ConfigError, UnknownNameError
-from zoo.tasks.base import Evaluation, Task, TaskSpec, Trajectory
+from zoo.tasks.base import Evaluation, Task, TaskSpec, Transitions
+from zoo.tasks.episodes import EpisodeResult, StepFn, run_episodes
+from zoo.tasks.protocol import EpisodicTask
 
 # name -> (module, factory, constructor defaults fixed by the name)
 _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -52,4 +56,15 @@ def make(name: str, **overrides: Any) -> Task:
     return factory(name=name, **fixed, **overrides)
 
 
-__all__ = ["Evaluation", "Task", "TaskSpec", "Trajectory", "make", "names"]
+__all__ = [
+    "EpisodeResult",
+    "EpisodicTask",
+    "Evaluation",
+    "StepFn",
+    "Task",
+    "TaskSpec",
+    "Transitions",
+    "make",
+    "names",
+    "run_episodes",
+]

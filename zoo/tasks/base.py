@@ -2,7 +2,8 @@
 
 A task evaluates a *batch of genomes* at once. For the control tasks a genome is an
 :class:`models.MLPPolicy` (a population is the module with a leading batch axis); for the
-benchmark functions (``arm``, ``lp-sphere``) it is a plain vector ``[batch, n]``.
+benchmark functions (``arm``, ``lp-sphere``) it is a plain vector ``[batch, n]``. The
+control tasks share the episodic protocol of :mod:`zoo.tasks.protocol`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from models.policy import PolicySpec
+from zoo.errors import ConfigError
 
 ResetProtocol = Literal["deterministic", "stochastic"]
 
@@ -66,41 +68,74 @@ class TaskSpec:
         return d
 
 
-class Trajectory(eqx.Module):
-    """Per-step data of a batch of episodes (returned only when asked: it is large).
+class Transitions(eqx.Module):
+    """Per-step data of a batch of ``B`` episodes of ``T`` steps (returned only when asked:
+    it is large).
 
-    ``valid[b, t]`` is True for the steps before termination of episode ``b``.
+    Step ``t`` of episode ``b`` went from ``observations[b, t]`` with ``actions[b, t]`` to
+    ``next_observations[b, t]`` and earned ``rewards[b, t]``. Entries of invalid steps are
+    zero.
+
+    Attributes:
+        observations: ``[B, T, obs]`` what the policy saw before each step.
+        actions: ``[B, T, act]`` what it did.
+        rewards: ``[B, T]`` the reward of each step.
+        next_observations: ``[B, T, obs]`` the observation after each step (equal to
+            ``observations[:, t + 1]`` while the episode goes on).
+        terminated: ``[B, T]`` bool, True on the step at which the environment ended the
+            episode (a robot falling, the goal reached): nothing follows it, a value
+            target must not bootstrap from ``next_observations`` there.
+        truncated: ``[B, T]`` bool, True on the last step ``T - 1`` of an episode that
+            was still running (cut by the time limit, not terminated): the value of
+            ``next_observations`` there is still worth bootstrapping from.
+        valid: ``[B, T]`` bool, True for the steps before termination (the terminating
+            step included); once False it stays False.
     """
 
     observations: Float[Array, "batch time obs"]
     actions: Float[Array, "batch time act"]
     rewards: Float[Array, "batch time"]
+    next_observations: Float[Array, "batch time obs"]
+    terminated: Bool[Array, "batch time"]
+    truncated: Bool[Array, "batch time"]
     valid: Bool[Array, "batch time"]
 
 
 class Evaluation(eqx.Module):
-    """The result of :meth:`Task.evaluate` for a batch of genomes."""
+    """The result of :meth:`Task.evaluate` for a batch of ``B`` genomes.
+
+    Attributes:
+        fitness: ``[B]`` (for episodic tasks the sum of rewards over valid steps).
+        descriptors: ``[B, k]``.
+        transitions: the per-step :class:`Transitions`, only with ``transitions=True``.
+    """
 
     fitness: Float[Array, " batch"]
     descriptors: Float[Array, "batch k"]
-    trajectory: Trajectory | None = None
+    transitions: Transitions | None = None
 
 
 class Task(abc.ABC):
-    """A QD task. Subclasses set ``spec`` and implement ``evaluate`` and ``init_genomes``."""
+    """A QD task. Subclasses set ``spec`` and implement ``evaluate`` and ``init_genomes``.
+
+    Tasks whose genomes act in an environment step by step derive from
+    :class:`zoo.tasks.protocol.EpisodicTask`, which implements ``evaluate`` once.
+    """
 
     spec: TaskSpec
 
     @abc.abstractmethod
-    def evaluate(
-        self, genomes: Any, key: PRNGKeyArray, return_trajectory: bool = False
-    ) -> Evaluation:
+    def evaluate(self, genomes: Any, key: PRNGKeyArray, *, transitions: bool = False) -> Evaluation:
         """Evaluate a batch of genomes. Pure and jit-compatible.
 
         Args:
             genomes: a population (pytree with a leading batch axis on every array leaf).
             key: randomness for stochastic resets (ignored by deterministic tasks).
-            return_trajectory: also return the per-step :class:`Trajectory`.
+            transitions: also return the per-step :class:`Transitions` (large: only when
+                a consumer needs them).
+
+        Returns:
+            ``Evaluation(fitness [B], descriptors [B, k], transitions)``.
         """
 
     @abc.abstractmethod
@@ -113,6 +148,7 @@ class Task(abc.ABC):
 
     @property
     def descriptor_bounds(self) -> tuple[Array, Array]:
+        """``(low [k], high [k])`` descriptor bounds."""
         return jnp.asarray(self.spec.descriptor_low), jnp.asarray(self.spec.descriptor_high)
 
     def __repr__(self) -> str:
@@ -126,8 +162,14 @@ def genome_template(spec: TaskSpec, policy: PolicySpec | None) -> Any:
     """
     if spec.genome == "vector":
         if spec.genome_size is None:
-            raise ValueError(f"task {spec.name!r} has vector genomes but no genome_size")
+            raise ConfigError(
+                f"task {spec.name!r} has vector genomes but its spec gives no genome_size; "
+                "rebuild the spec with zoo.tasks.make(name).spec"
+            )
         return jnp.zeros((spec.genome_size,))
     if policy is None:
-        raise ValueError(f"task {spec.name!r} needs a policy spec to build genomes")
+        raise ConfigError(
+            f"task {spec.name!r} evolves policies and needs a policy spec to build genomes, "
+            "given None; pass task.default_policy() or a PolicySpec"
+        )
     return policy.template()

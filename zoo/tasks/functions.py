@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from models.policy import PolicySpec
 from zoo.errors import ConfigError, ShapeError, TaskMismatchError
-from zoo.tasks.base import Evaluation, Task, TaskSpec, Trajectory
+from zoo.tasks.base import Evaluation, Task, TaskSpec, Transitions
 
 
 class VectorTask(Task):
@@ -47,13 +47,16 @@ class VectorTask(Task):
         return jax.random.uniform(key, (size, n), minval=self.genome_low, maxval=self.genome_high)
 
     def evaluate(
-        self, genomes: Float[Array, "batch n"], key: PRNGKeyArray, return_trajectory: bool = False
+        self, genomes: Float[Array, "batch n"], key: PRNGKeyArray, *, transitions: bool = False
     ) -> Evaluation:
         """Fitness ``[B]`` and descriptors ``[B, 2]`` of ``B`` genomes ``[B, n]``.
 
-        ``key`` is unused (the functions are deterministic). The trajectory, if asked for,
-        has one step: no observation (``[B, 1, 0]``), the genome as action
-        (``[B, 1, n]``), the fitness as reward (``[B, 1]``).
+        ``key`` is unused (the functions are deterministic). The transitions, if asked
+        for, are those of a one-step episode that ends by itself (a bandit): no
+        observation (``observations`` and ``next_observations`` ``[B, 1, 0]``), the genome
+        as action (``[B, 1, n]``), the fitness as reward (``[B, 1]``), ``terminated`` and
+        ``valid`` True, ``truncated`` False (nothing follows the step, nothing is
+        bootstrapped from it).
         """
         genomes = jnp.asarray(genomes)
         n = self.spec.genome_size
@@ -64,16 +67,20 @@ class VectorTask(Task):
                 "dimension override"
             )
         fitness, descriptors = jax.vmap(self.objective)(genomes)
-        trajectory = None
-        if return_trajectory:
+        steps = None
+        if transitions:
             batch = genomes.shape[0]
-            trajectory = Trajectory(
-                observations=jnp.zeros((batch, 1, 0), genomes.dtype),
+            nothing = jnp.zeros((batch, 1, 0), genomes.dtype)
+            steps = Transitions(
+                observations=nothing,
                 actions=genomes[:, None, :],
                 rewards=fitness[:, None],
+                next_observations=nothing,
+                terminated=jnp.ones((batch, 1), bool),
+                truncated=jnp.zeros((batch, 1), bool),
                 valid=jnp.ones((batch, 1), bool),
             )
-        return Evaluation(fitness, descriptors, trajectory)
+        return Evaluation(fitness, descriptors, steps)
 
 
 class ArmTask(VectorTask):

@@ -1,17 +1,9 @@
 """Brax locomotion tasks: feet contact (``*-uni``) and final position (``ant-omni``).
 
-Both evaluate a population of MLP policies on a batch of Brax episodes. The episode loop
-keeps only running sums in its carry (return, per-foot contact counts, number of valid
-steps), so nothing of size ``episode_length`` is stored unless a trajectory is asked for:
-
-- ``return_trajectory=False``: a ``lax.while_loop`` that stops as soon as every episode of
-  the batch has terminated (or after ``episode_length`` steps);
-- ``return_trajectory=True``: a fixed-length ``lax.scan`` that also stacks the per-step
-  observations, actions, rewards and validity mask.
-
-Both paths run the same step function and mask every quantity with ``jnp.where`` after
-termination, so they give identical fitness and descriptors. A step is *valid* when the
-episode had not terminated before it (the terminating step itself is valid, as in QDax).
+Both implement the episodic protocol (:class:`zoo.tasks.protocol.EpisodicTask`) on a batch
+of Brax states: ``reset`` / ``step`` / ``observe`` are the Brax env's (vmapped), the
+descriptor accumulators keep only running counts (per-foot contact) or the last valid
+position, so nothing of size ``episode_length`` is stored unless transitions are asked for.
 
 Brax is imported when a task is built, not when this module is imported.
 """
@@ -20,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -29,194 +21,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from models.policy import MLPPolicy, PolicySpec
-from zoo.errors import ConfigError, ShapeError, TaskMismatchError
-from zoo.tasks.base import Evaluation, ResetProtocol, Task, TaskSpec, Trajectory
+from zoo.errors import ConfigError, ShapeError
+from zoo.tasks.base import ResetProtocol, TaskSpec
+from zoo.tasks.episodes import run_episodes
+from zoo.tasks.protocol import EpisodicTask, check_task_arguments
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
-RESETS = ("deterministic", "stochastic")
-
-# ---------------------------------------------------------------------------------------
-# The generic batched episode loop (also used by the pure-JAX point maze).
-# ---------------------------------------------------------------------------------------
-
-
-class EpisodeResult(NamedTuple):
-    """What :func:`run_episodes` returns for a batch of ``B`` episodes.
-
-    Attributes:
-        returns: ``[B]`` sum of rewards over valid steps.
-        accumulator: the descriptor accumulator after the last step (any pytree with a
-            leading ``B`` axis; see ``accumulate`` in :func:`run_episodes`).
-        valid_steps: ``[B]`` number of valid steps (>= 1 when ``episode_length >= 1``).
-        trajectory: per-step data, only with ``return_trajectory=True``.
-    """
-
-    returns: Float[Array, " batch"]
-    accumulator: Any
-    valid_steps: Int[Array, " batch"]
-    trajectory: Trajectory | None
-
-
-class _Carry(NamedTuple):
-    t: Int[Array, ""]
-    state: Any
-    alive: Bool[Array, " batch"]
-    returns: Float[Array, " batch"]
-    accumulator: Any
-    valid_steps: Int[Array, " batch"]
-
-
-def _select(mask: Bool[Array, " batch"], new: Any, old: Any) -> Any:
-    """``new`` where ``mask`` else ``old``, leaf by leaf (mask broadcast on trailing axes)."""
-
-    def pick(a: Array, b: Array) -> Array:
-        m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))
-        return jnp.where(m, a, b)
-
-    return jax.tree_util.tree_map(pick, new, old)
-
-
-def run_episodes(
-    act: Callable[[Float[Array, "batch obs"]], Float[Array, "batch act"]],
-    step: Callable[[Any, Float[Array, "batch act"]], tuple[Any, Array, Array]],
-    observe: Callable[[Any], Float[Array, "batch obs"]],
-    accumulate: Callable[[Any, Any, Bool[Array, " batch"]], Any],
-    initial_state: Any,
-    initial_accumulator: Any,
-    episode_length: int,
-    return_trajectory: bool = False,
-) -> EpisodeResult:
-    """Run a batch of episodes, accumulating return and descriptor statistics in the carry.
-
-    Args:
-        act: batched policy, ``[B, obs] -> [B, act]``.
-        step: batched environment step, ``(state, actions) -> (next_state, reward [B],
-            done [B])``; ``done`` is nonzero on the step that ends an episode.
-        observe: ``state -> [B, obs]`` observations given to the policy.
-        accumulate: ``(accumulator, next_state, valid [B]) -> accumulator``; called after
-            every step with the mask of the steps that were valid. It must leave the
-            entries of invalid episodes unchanged (use ``jnp.where``, never a product, so
-            that non-finite values after termination do not leak in).
-        initial_state: batched environment state (leading axis ``B`` on every leaf).
-        initial_accumulator: batched accumulator before the first step.
-        episode_length: maximum number of steps.
-        return_trajectory: if True, run a fixed-length ``lax.scan`` and return the
-            per-step :class:`Trajectory` (``[B, T, ...]``; entries of invalid steps are
-            zero); otherwise a ``lax.while_loop`` that stops once every episode is done.
-    """
-    batch = jax.tree_util.tree_leaves(initial_state)[0].shape[0]
-
-    def body(carry: _Carry) -> tuple[_Carry, tuple[Array, Array, Array, Array]]:
-        observations = observe(carry.state)
-        actions = act(observations)
-        next_state, reward, done = step(carry.state, actions)
-        alive = carry.alive
-        returns = carry.returns + jnp.where(alive, reward, 0.0)
-        accumulator = accumulate(carry.accumulator, next_state, alive)
-        valid_steps = carry.valid_steps + alive.astype(jnp.int32)
-        new = _Carry(
-            t=carry.t + 1,
-            state=next_state,
-            alive=alive & (done == 0),
-            returns=returns,
-            accumulator=accumulator,
-            valid_steps=valid_steps,
-        )
-        return new, (observations, actions, reward, alive)
-
-    init = _Carry(
-        t=jnp.zeros((), jnp.int32),
-        state=initial_state,
-        alive=jnp.ones((batch,), bool),
-        returns=jnp.zeros((batch,), jnp.float32),
-        accumulator=initial_accumulator,
-        valid_steps=jnp.zeros((batch,), jnp.int32),
-    )
-
-    if not return_trajectory:
-        final = jax.lax.while_loop(
-            lambda c: (c.t < episode_length) & jnp.any(c.alive),
-            lambda c: body(c)[0],
-            init,
-        )
-        return EpisodeResult(final.returns, final.accumulator, final.valid_steps, None)
-
-    final, (observations, actions, rewards, valid) = jax.lax.scan(
-        lambda c, _: body(c), init, None, length=episode_length
-    )
-
-    def batch_major(x: Array, v: Array) -> Array:
-        x = jnp.where(v.reshape(v.shape + (1,) * (x.ndim - v.ndim)), x, 0)
-        return jnp.swapaxes(x, 0, 1)
-
-    trajectory = Trajectory(
-        observations=batch_major(observations, valid),
-        actions=batch_major(actions, valid),
-        rewards=batch_major(rewards, valid),
-        valid=jnp.swapaxes(valid, 0, 1),
-    )
-    return EpisodeResult(final.returns, final.accumulator, final.valid_steps, trajectory)
-
-
-def population_size(genomes: Any) -> int:
-    """Leading axis of the first array leaf of a population."""
-    leaves = jax.tree_util.tree_leaves(genomes)
-    if not leaves:
-        raise ShapeError("expected a population with at least one array leaf, got none")
-    return int(leaves[0].shape[0])
-
-
-def check_policy_population(genomes: Any, spec: TaskSpec) -> None:
-    """Raise a helpful error when a policy population does not fit the task.
-
-    Only :class:`models.MLPPolicy` populations are inspected; other callables are trusted.
-    """
-    if not isinstance(genomes, MLPPolicy):
-        return
-    first = genomes.weights[0]
-    if first.ndim != 3:
-        raise ShapeError(
-            f"task {spec.name!r} evaluates a population (every weight with a leading batch "
-            f"axis), got a first weight of shape {first.shape}; build one with "
-            "PolicySpec.init_population or add an axis with jax.tree.map(lambda x: x[None], p)"
-        )
-    obs, act = first.shape[-1], genomes.weights[-1].shape[-2]
-    if (obs, act) != (spec.observation_size, spec.action_size):
-        raise TaskMismatchError(
-            f"task {spec.name!r} expects policies with observation_size="
-            f"{spec.observation_size} and action_size={spec.action_size}, got {obs} and "
-            f"{act}; use task.default_policy() or a PolicySpec with these sizes"
-        )
-
-
-def check_policy_spec(policy: PolicySpec, spec: TaskSpec) -> None:
-    """Raise :class:`TaskMismatchError` when ``policy`` does not fit the task's sizes."""
-    if (policy.observation_size, policy.action_size) != (
-        spec.observation_size,
-        spec.action_size,
-    ):
-        raise TaskMismatchError(
-            f"task {spec.name!r} needs observation_size={spec.observation_size} and "
-            f"action_size={spec.action_size}, but the policy spec has "
-            f"observation_size={policy.observation_size} and "
-            f"action_size={policy.action_size}; build it with "
-            f"PolicySpec({spec.observation_size}, {spec.action_size}, hidden_sizes=...) "
-            "or use task.default_policy()"
-        )
-
-
-def check_task_arguments(
-    name: str, episode_length: int, reset: str, hidden: Sequence[int]
-) -> tuple[int, ...]:
-    if int(episode_length) < 1:
-        raise ConfigError(f"task {name!r}: episode_length must be >= 1, got {episode_length}")
-    if reset not in RESETS:
-        raise ConfigError(f"task {name!r}: reset must be one of {list(RESETS)}, got {reset!r}")
-    hidden = tuple(int(h) for h in hidden)
-    if any(h < 1 for h in hidden):
-        raise ConfigError(f"task {name!r}: policy_hidden_sizes must be >= 1, got {hidden}")
-    return hidden
-
 
 # ---------------------------------------------------------------------------------------
 # Brax tasks
@@ -331,17 +141,18 @@ def brax_env(env_name: str, backend: str) -> Any:
     return envs.get_environment(env_name, backend=backend, debug=True)
 
 
-class BraxTask(Task):
-    """Common part of the Brax tasks: env, reset protocol, policy spec, episode loop.
+class BraxTask(EpisodicTask):
+    """Common part of the Brax tasks: env, reset protocol, policy spec, step and reward.
 
-    Subclasses define the descriptor through ``_initial_accumulator``, ``_accumulate``
-    and ``_descriptors``, and may change the per-step reward with ``_reward``.
+    The state is a batched ``brax.envs.State``. Subclasses define the descriptor
+    accumulator (``init_descriptor`` / ``accumulate_descriptor`` / ``finalise_descriptor``)
+    and may change the per-step reward with :meth:`reward`.
     """
 
     env_name: str
     episode_length: int
     backend: str
-    reset: ResetProtocol
+    reset_protocol: ResetProtocol
     policy_hidden_sizes: tuple[int, ...]
 
     def __init__(
@@ -365,16 +176,16 @@ class BraxTask(Task):
         self.env_name = env_name
         self.episode_length = int(episode_length)
         self.backend = backend
-        self.reset = reset
+        self.reset_protocol = reset
         self.env = brax_env(env_name, backend)
-        self._rollout_fn: Callable[..., Any] | None = None
+        self._rollout_fn: Any = None
 
     @property
     def _kwargs(self) -> dict[str, Any]:
         return {
             "episode_length": self.episode_length,
             "backend": self.backend,
-            "reset": self.reset,
+            "reset": self.reset_protocol,
             "policy_hidden_sizes": list(self.policy_hidden_sizes),
         }
 
@@ -386,116 +197,78 @@ class BraxTask(Task):
             hidden_sizes=self.policy_hidden_sizes,
         )
 
-    def init_genomes(
-        self, key: PRNGKeyArray, size: int, policy: PolicySpec | None = None
-    ) -> MLPPolicy:
-        """``size`` random policies (leading batch axis ``size`` on every leaf)."""
-        policy = policy or self.default_policy()
-        check_policy_spec(policy, self.spec)
-        return policy.init_population(key, size)
-
-    # -- hooks --------------------------------------------------------------------------
-    def _reward(self, state: Any) -> Float[Array, ""]:
-        return state.reward
-
-    def _initial_accumulator(self, state: Any) -> Any:
-        raise NotImplementedError
-
-    def _accumulate(self, accumulator: Any, next_state: Any, valid: Bool[Array, ""]) -> Any:
-        raise NotImplementedError
-
-    def _descriptors(self, accumulator: Any, valid_steps: Int[Array, ""]) -> Float[Array, " k"]:
-        raise NotImplementedError
-
-    # -- evaluation ---------------------------------------------------------------------
-    def initial_states(self, key: PRNGKeyArray, batch: int) -> Any:
+    # -- the episodic protocol ------------------------------------------------------------
+    def reset(self, key: PRNGKeyArray, batch: int) -> Any:
         """``batch`` initial Brax states (leading axis ``batch``) under the reset protocol.
 
         Deterministic: ``env.reset(jax.random.key(0))`` for everyone, ``key`` is ignored.
         Stochastic: ``env.reset`` with one split of ``key`` per episode.
         """
-        if self.reset == "deterministic":
+        if self.reset_protocol == "deterministic":
             state = self.env.reset(jax.random.key(0))
             return jax.tree_util.tree_map(
                 lambda x: jnp.broadcast_to(x, (batch, *jnp.shape(x))), state
             )
         return jax.vmap(self.env.reset)(jax.random.split(key, batch))
 
-    def evaluate(
-        self, genomes: MLPPolicy, key: PRNGKeyArray, return_trajectory: bool = False
-    ) -> Evaluation:
-        """Evaluate a population of ``B`` policies, one episode each.
+    def reward(self, state: Any) -> Float[Array, " batch"]:
+        """The task's reward ``[B]`` of the steps that led to the batched ``state``."""
+        return state.reward
 
-        Args:
-            genomes: policies with a leading batch axis ``B``.
-            key: reset randomness (ignored with ``reset="deterministic"``).
-            return_trajectory: also return the ``[B, episode_length, ...]`` trajectory.
+    def step(
+        self, state: Any, actions: Float[Array, "batch act"]
+    ) -> tuple[Any, Float[Array, " batch"], Array]:
+        """``env.step`` on every episode; returns ``(next_state, reward [B], done [B])``.
 
-        Returns:
-            fitness ``[B]`` (sum of rewards over valid steps), descriptors ``[B, k]``.
+        ``done`` is the env's termination flag (``state.done``: the torso left its
+        healthy range), never the time limit.
         """
-        check_policy_population(genomes, self.spec)
-        batch = population_size(genomes)
-        state = self.initial_states(key, batch)
+        nxt = jax.vmap(self.env.step)(state, actions)
+        return nxt, self.reward(nxt), nxt.done
 
-        def step(s: Any, actions: Array) -> tuple[Any, Array, Array]:
-            nxt = jax.vmap(self.env.step)(s, actions)
-            return nxt, jax.vmap(self._reward)(nxt), nxt.done
+    def observe(self, state: Any) -> Float[Array, "batch obs"]:
+        """The Brax observations ``state.obs`` ``[B, obs]``."""
+        return state.obs
 
-        result = run_episodes(
-            act=batched_policy(genomes),
-            step=step,
-            observe=lambda s: s.obs,
-            accumulate=jax.vmap(self._accumulate),
-            initial_state=state,
-            initial_accumulator=jax.vmap(self._initial_accumulator)(state),
-            episode_length=self.episode_length,
-            return_trajectory=return_trajectory,
-        )
-        descriptors = jax.vmap(self._descriptors)(result.accumulator, result.valid_steps)
-        return Evaluation(result.returns, descriptors, result.trajectory)
-
+    # -- rendering ------------------------------------------------------------------------
     def rollout_states(self, policy: MLPPolicy, key: PRNGKeyArray | None = None) -> list[Any]:
         """Roll out ONE policy (no batch axis) and return its Brax pipeline states.
 
-        The list starts with the initial state and stops at termination (or after
-        ``episode_length`` steps). Render it with
+        The episode is the one :meth:`evaluate` runs for a population of one (``reset``
+        with batch 1, :meth:`step`). The list starts with the initial state and stops at
+        termination (or after ``episode_length`` steps). Render it with
         ``brax.io.html.render(task.env.sys, states)``.
 
         Args:
             policy: a single policy (``MLPPolicy`` without batch axis).
             key: reset key for ``reset="stochastic"`` (default ``jax.random.key(0)``).
         """
+        if policy.weights[0].ndim != 2:
+            raise ShapeError(
+                f"rollout_states renders ONE policy (weights [out, in]), given a first "
+                f"weight of shape {policy.weights[0].shape}; pick one with "
+                "jax.tree.map(lambda x: x[i], population)"
+            )
         if self._rollout_fn is None:
 
-            def rollout(p: MLPPolicy, k: PRNGKeyArray) -> tuple[Any, Array]:
-                if self.reset == "deterministic":
-                    state = self.env.reset(jax.random.key(0))
-                else:
-                    state = self.env.reset(k)
-
-                def body(s: Any, _: None) -> tuple[Any, tuple[Any, Array]]:
-                    nxt = self.env.step(s, p(s.obs))
-                    return nxt, (nxt.pipeline_state, nxt.done)
-
-                _, (states, done) = jax.lax.scan(body, state, None, self.episode_length)
-                states = jax.tree_util.tree_map(
-                    lambda s0, s: jnp.concatenate([s0[None], s]), state.pipeline_state, states
+            def rollout(p: MLPPolicy, k: PRNGKeyArray) -> tuple[Any, Any, Array]:
+                state = self.reset(k, 1)
+                result = run_episodes(
+                    self,
+                    lambda observations, t: jax.vmap(p)(observations),
+                    state,
+                    self.episode_length,
+                    transitions=True,
+                    record=lambda s: s.pipeline_state,
                 )
-                return states, done
+                return state.pipeline_state, result.records, result.valid_steps[0]
 
             self._rollout_fn = eqx.filter_jit(rollout)
-        states, done = self._rollout_fn(policy, jax.random.key(0) if key is None else key)
-        done = jax.device_get(done)
-        ended = [i for i, d in enumerate(done) if d]
-        length = (ended[0] + 1) if ended else len(done)
-        return [jax.tree_util.tree_map(lambda x, i=i: x[i], states) for i in range(length + 1)]
-
-
-def batched_policy(genomes: Any) -> Callable[[Array], Array]:
-    """``[B, obs] -> [B, act]`` with each policy of the population on its own row."""
-    apply = eqx.filter_vmap(lambda p, o: p(o))
-    return lambda observations: apply(genomes, observations)
+        first, states, length = self._rollout_fn(policy, jax.random.key(0) if key is None else key)
+        length = int(length)
+        initial = jax.tree_util.tree_map(lambda x: x[0], first)
+        rest = [jax.tree_util.tree_map(lambda x, i=i: x[0, i], states) for i in range(length)]
+        return [initial, *rest]
 
 
 class FeetContactTask(BraxTask):
@@ -551,19 +324,24 @@ class FeetContactTask(BraxTask):
             action_size=int(self.env.action_size),
         )
 
-    def _initial_accumulator(self, state: Any) -> Int[Array, " feet"]:
-        return jnp.zeros((len(self.foot_links),), jnp.int32)
+    def init_descriptor(self, state: Any) -> Int[Array, "batch feet"]:
+        """Per-foot contact counts ``[B, feet]``, zero before the first step."""
+        batch = state.obs.shape[0]
+        return jnp.zeros((batch, len(self.foot_links)), jnp.int32)
 
-    def _accumulate(
-        self, counts: Int[Array, " feet"], next_state: Any, valid: Bool[Array, ""]
-    ) -> Int[Array, " feet"]:
-        touching = feet_contact(next_state.pipeline_state, self.foot_links)
-        return counts + (touching & valid).astype(jnp.int32)
+    def accumulate_descriptor(
+        self, counts: Int[Array, "batch feet"], next_state: Any, valid: Bool[Array, " batch"]
+    ) -> Int[Array, "batch feet"]:
+        """Add one to each foot that touches the floor after a valid step."""
+        touching = jax.vmap(lambda ps: feet_contact(ps, self.foot_links))(next_state.pipeline_state)
+        return counts + (touching & valid[:, None]).astype(jnp.int32)
 
-    def _descriptors(
-        self, counts: Int[Array, " feet"], valid_steps: Int[Array, ""]
-    ) -> Float[Array, " feet"]:
-        return counts.astype(jnp.float32) / jnp.maximum(valid_steps, 1).astype(jnp.float32)
+    def finalise_descriptor(
+        self, counts: Int[Array, "batch feet"], valid_steps: Int[Array, " batch"]
+    ) -> Float[Array, "batch feet"]:
+        """Contact fractions ``counts / valid_steps`` ``[B, feet]``."""
+        steps = jnp.maximum(valid_steps, 1).astype(jnp.float32)
+        return counts.astype(jnp.float32) / steps[:, None]
 
 
 class FinalPositionTask(BraxTask):
@@ -608,18 +386,22 @@ class FinalPositionTask(BraxTask):
             action_size=int(self.env.action_size),
         )
 
-    def _reward(self, state: Any) -> Float[Array, ""]:
+    def reward(self, state: Any) -> Float[Array, " batch"]:
+        """The Brax reward without its forward-velocity term, ``[B]``."""
         return state.reward - state.metrics[FORWARD_REWARD_METRIC[self.env_name]]
 
-    def _initial_accumulator(self, state: Any) -> Float[Array, "2"]:
-        return state.pipeline_state.x.pos[0, :2]
+    def init_descriptor(self, state: Any) -> Float[Array, "batch 2"]:
+        """The torso ``(x, y)`` ``[B, 2]`` of the initial states."""
+        return state.pipeline_state.x.pos[:, 0, :2]
 
-    def _accumulate(
-        self, position: Float[Array, "2"], next_state: Any, valid: Bool[Array, ""]
-    ) -> Float[Array, "2"]:
-        return jnp.where(valid, next_state.pipeline_state.x.pos[0, :2], position)
+    def accumulate_descriptor(
+        self, position: Float[Array, "batch 2"], next_state: Any, valid: Bool[Array, " batch"]
+    ) -> Float[Array, "batch 2"]:
+        """The torso ``(x, y)`` after the last valid step."""
+        return jnp.where(valid[:, None], next_state.pipeline_state.x.pos[:, 0, :2], position)
 
-    def _descriptors(
-        self, position: Float[Array, "2"], valid_steps: Int[Array, ""]
-    ) -> Float[Array, "2"]:
+    def finalise_descriptor(
+        self, position: Float[Array, "batch 2"], valid_steps: Int[Array, " batch"]
+    ) -> Float[Array, "batch 2"]:
+        """The final position clipped to ``[-bound, bound]^2``."""
         return jnp.clip(position, -self.bound, self.bound)

@@ -35,18 +35,11 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from models.policy import MLPPolicy, PolicySpec
-from zoo.tasks.base import Evaluation, ResetProtocol, Task, TaskSpec
-from zoo.tasks.locomotion import (
-    batched_policy,
-    check_policy_population,
-    check_policy_spec,
-    check_task_arguments,
-    population_size,
-    run_episodes,
-)
+from models.policy import PolicySpec
+from zoo.tasks.base import ResetProtocol, TaskSpec
+from zoo.tasks.protocol import EpisodicTask, check_task_arguments
 
 ARENA = (-1.0, 1.0)
 GOAL = (-0.5, 0.8)
@@ -89,13 +82,17 @@ def in_goal(position: Float[Array, "... 2"]) -> Bool[Array, "..."]:
 MAX_DISTANCE = max(math.hypot(cx - GOAL[0], cy - GOAL[1]) for cx in ARENA for cy in ARENA)
 
 
-class PointMazeTask(Task):
+class PointMazeTask(EpisodicTask):
     """The deceptive point maze (see the module docstring for the geometry).
 
     Fitness: the sum over valid steps of ``-distance to goal`` (in
     ``[-2.3431 * episode_length, 0]``; reaching the goal early ends the episode, so fast
     policies score best). Descriptor ``[B, 2]``: the final ``(x, y)`` in ``[-1, 1]^2``.
     The QD offset is ``-2.3431 * episode_length`` (the lowest possible fitness).
+
+    The state of the episodic protocol is the batch of positions ``[B, 2]``; it is also
+    the observation and the descriptor accumulator (the position after the last valid
+    step).
 
     Args:
         name: registry name.
@@ -118,7 +115,7 @@ class PointMazeTask(Task):
             name, episode_length, reset, policy_hidden_sizes
         )
         self.episode_length = int(episode_length)
-        self.reset = reset
+        self.reset_protocol = reset
         self.spec = TaskSpec(
             name=name,
             kwargs={
@@ -143,45 +140,42 @@ class PointMazeTask(Task):
         """``PolicySpec(2, 2, policy_hidden_sizes)`` with tanh layers."""
         return PolicySpec(self.observation_size, self.action_size, self.policy_hidden_sizes)
 
-    def init_genomes(
-        self, key: PRNGKeyArray, size: int, policy: PolicySpec | None = None
-    ) -> MLPPolicy:
-        """``size`` random policies (leading batch axis ``size`` on every leaf)."""
-        policy = policy or self.default_policy()
-        check_policy_spec(policy, self.spec)
-        return policy.init_population(key, size)
-
-    def initial_positions(self, key: PRNGKeyArray, batch: int) -> Float[Array, "batch 2"]:
-        """Start positions under the reset protocol (``key`` ignored if deterministic)."""
-        if self.reset == "deterministic":
+    # -- the episodic protocol ------------------------------------------------------------
+    def reset(self, key: PRNGKeyArray, batch: int) -> Float[Array, "batch 2"]:
+        """Start positions ``[B, 2]`` under the reset protocol (``key`` ignored if
+        deterministic)."""
+        if self.reset_protocol == "deterministic":
             return jnp.broadcast_to(jnp.asarray(START, jnp.float32), (batch, 2))
         low = jnp.asarray([-0.1, -1.0])
         high = jnp.asarray([0.1, -0.7])
         return jax.random.uniform(key, (batch, 2), minval=low, maxval=high)
 
-    def evaluate(
-        self, genomes: MLPPolicy, key: PRNGKeyArray, return_trajectory: bool = False
-    ) -> Evaluation:
-        """Evaluate a population of ``B`` policies: fitness ``[B]``, descriptors ``[B, 2]``."""
-        check_policy_population(genomes, self.spec)
-        batch = population_size(genomes)
-        start = self.initial_positions(key, batch)
+    def step(
+        self, state: Float[Array, "batch 2"], actions: Float[Array, "batch 2"]
+    ) -> tuple[Float[Array, "batch 2"], Float[Array, " batch"], Bool[Array, " batch"]]:
+        """:func:`move`; reward ``-distance to goal`` ``[B]``; done when in the goal ``[B]``."""
+        nxt = move(state, actions)
+        return nxt, -distance_to_goal(nxt), in_goal(nxt)
 
-        def step(position: Array, actions: Array) -> tuple[Array, Array, Array]:
-            nxt = move(position, actions)
-            return nxt, -distance_to_goal(nxt), in_goal(nxt)
+    def observe(self, state: Float[Array, "batch 2"]) -> Float[Array, "batch 2"]:
+        """The position is the observation."""
+        return state
 
-        def accumulate(final: Array, nxt: Array, valid: Array) -> Array:
-            return jnp.where(valid[:, None], nxt, final)
+    def init_descriptor(self, state: Float[Array, "batch 2"]) -> Float[Array, "batch 2"]:
+        """The start position (the descriptor of an episode with no valid step)."""
+        return state
 
-        result = run_episodes(
-            act=batched_policy(genomes),
-            step=step,
-            observe=lambda position: position,
-            accumulate=accumulate,
-            initial_state=start,
-            initial_accumulator=start,
-            episode_length=self.episode_length,
-            return_trajectory=return_trajectory,
-        )
-        return Evaluation(result.returns, result.accumulator, result.trajectory)
+    def accumulate_descriptor(
+        self,
+        final: Float[Array, "batch 2"],
+        next_state: Float[Array, "batch 2"],
+        valid: Bool[Array, " batch"],
+    ) -> Float[Array, "batch 2"]:
+        """The position after the last valid step."""
+        return jnp.where(valid[:, None], next_state, final)
+
+    def finalise_descriptor(
+        self, final: Float[Array, "batch 2"], valid_steps: Int[Array, " batch"]
+    ) -> Float[Array, "batch 2"]:
+        """The final position ``[B, 2]``."""
+        return final

@@ -23,10 +23,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from models.policy import MLPPolicy, PolicySpec
+from models.policy_vae import count_parameters
 from training import cli
 from training.distill.evaluation import (
     archive_sample_fn,
-    count_parameters,
     evaluate_generator,
     format_metrics,
     generator_parameter_count,
@@ -39,6 +39,7 @@ from zoo.archive import Archive
 from zoo.archive_artifact import ArchiveArtifact, archive_spec
 from zoo.cvt import cvt_centroids, nearest_centroid
 from zoo.errors import ConfigError, NonFiniteError, ShapeError, TaskMismatchError
+from zoo.rollouts import render_html
 from zoo.sequence import run_sequences, sequence, sequencing_success_rate
 from zoo.tasks import make
 from zoo.tasks.point_maze import in_goal, move
@@ -346,11 +347,11 @@ def test_record_in_generator(perfect: dict[str, Any]) -> None:
 def test_same_policy_in_every_segment_equals_evaluate(maze: Any, tiny: ArchiveArtifact) -> None:
     cells = tiny.archive.elite_indices()[:4]
     policies = tiny.genomes(cells)
-    result = maze.evaluate(policies, jax.random.key(0), return_trajectory=True)
+    result = maze.evaluate(policies, jax.random.key(0), transitions=True)
     stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3, axis=1), policies)
     runs = run_sequences(maze, stacked, jax.random.key(0), 10)
     np.testing.assert_allclose(runs.episode_return, result.fitness, rtol=1e-6)
-    np.testing.assert_array_equal(runs.length, result.trajectory.valid.sum(axis=1))
+    np.testing.assert_array_equal(runs.length, result.transitions.valid.sum(axis=1))
     np.testing.assert_allclose(runs.segment_returns.sum(axis=1), result.fitness, rtol=1e-5)
     np.testing.assert_array_equal(runs.segment_steps, np.full((4, 3), 10))
     # The last segment ends where the episode ends: the final position.
@@ -426,13 +427,13 @@ def test_termination_ends_the_sequence_and_counts_against_success() -> None:
 def test_brax_sequence_matches_evaluate_with_terminations() -> None:
     task = make("hopper-uni", episode_length=25, policy_hidden_sizes=HIDDEN)
     population = jax.tree_util.tree_map(lambda x: 3.0 * x, task.init_genomes(jax.random.key(0), 3))
-    result = jax.jit(lambda p, k: task.evaluate(p, k, return_trajectory=True))(
+    result = jax.jit(lambda p, k: task.evaluate(p, k, transitions=True))(
         population, jax.random.key(1)
     )
     # Two segments, the first as long as the episode: the second never starts.
     stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x, x], axis=1), population)
     runs = run_sequences(task, stacked, jax.random.key(1), 25)
-    lengths = np.asarray(result.trajectory.valid.sum(axis=1))
+    lengths = np.asarray(result.transitions.valid.sum(axis=1))
     assert lengths.min() < 25  # some hopper falls: termination is exercised
     np.testing.assert_array_equal(runs.length, lengths)
     np.testing.assert_allclose(runs.episode_return, result.fitness, rtol=1e-5)
@@ -445,7 +446,7 @@ def test_render_writes_brax_html_viewer(tmp_path: Path) -> None:
     """`qdzoo sample --render`: brax's HTML viewer of one rollout."""
     task = make("hopper-uni", episode_length=25, policy_hidden_sizes=HIDDEN)
     policy = task.default_policy().init(jax.random.key(0))
-    page = cli.render_html(task, policy, jax.random.key(1), tmp_path / "out" / "hopper.html")
+    page = render_html(task, policy, jax.random.key(1), tmp_path / "out" / "hopper.html")
     assert "<html" in page.read_text().lower()
 
 
@@ -635,7 +636,7 @@ def test_real_generator_end_to_end(
 @pytest.mark.slow
 def test_tiny_distilled_generator_is_evaluated(tiny: ArchiveArtifact, tmp_path: Path) -> None:
     """The whole path: distil a tiny generator, evaluate it, record, reload."""
-    from training.distill.run import DistillConfig, distill
+    from training.distill import DistillConfig, distill
     from zoo.generator import load_generator
 
     config = DistillConfig(

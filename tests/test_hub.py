@@ -14,7 +14,7 @@ from hub_server import HubServer, git_blob_oid, hub_server_fixture  # noqa: F401
 from huggingface_hub import constants
 from safetensors.numpy import load_file, save_file
 
-from zoo import hub
+from zoo import errors, hub
 from zoo.errors import ArtifactError, HubError, OutputExistsError
 
 REPO = "qdzoo-tests/tiny-archive"
@@ -160,7 +160,7 @@ def test_a_local_directory_is_returned_as_is(hub_server: HubServer, artifact: Pa
     with pytest.warns(UserWarning, match="revision='v1' is ignored"):
         assert hub.resolve_local_or_hub(artifact, "v1") == artifact
     assert hub.resolve_file(artifact, "images/heatmap.png") == artifact / "images" / "heatmap.png"
-    with pytest.raises(hub.HubFileNotFoundError, match="'nope.json'"):
+    with pytest.raises(errors.HubFileNotFoundError, match="'nope.json'"):
         hub.resolve_file(artifact, "nope.json")
     assert hub_server.requests == []
 
@@ -172,22 +172,22 @@ def test_invalid_repo_ids_are_refused_before_any_request(
     hub_server: HubServer,
     given: str,
 ) -> None:
-    with pytest.raises(hub.InvalidRepoIdError, match="neither an existing local directory"):
+    with pytest.raises(errors.InvalidRepoIdError, match="neither an existing local directory"):
         hub.resolve_local_or_hub(given)
     assert hub_server.requests == []
 
 
 def test_missing_paths_and_files_are_not_repo_ids(tmp_path: Path) -> None:
-    with pytest.raises(hub.ArtifactNotFoundError, match="no directory at"):
+    with pytest.raises(errors.ArtifactNotFoundError, match="no directory at"):
         hub.resolve_local_or_hub(tmp_path / "missing")
-    with pytest.raises(hub.ArtifactNotFoundError, match="no directory at './missing'"):
+    with pytest.raises(errors.ArtifactNotFoundError, match="no directory at './missing'"):
         hub.resolve_local_or_hub("./missing")
-    with pytest.raises(hub.UnsafeRepoPathError, match="'..' part"):
+    with pytest.raises(errors.UnsafeRepoPathError, match="'..' part"):
         hub.resolve_file(tmp_path, "../file.json")
     (tmp_path / "file.json").write_text("{}")
-    with pytest.raises(hub.ArtifactNotFoundError, match="is a file"):
+    with pytest.raises(errors.ArtifactNotFoundError, match="is a file"):
         hub.resolve_local_or_hub(tmp_path / "file.json")
-    with pytest.raises(hub.InvalidRepoIdError, match="no namespace"):
+    with pytest.raises(errors.InvalidRepoIdError, match="no namespace"):
         hub.push_directory(tmp_path, "just-a-name")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArtifactError, match="empty"):
@@ -201,34 +201,34 @@ def test_missing_repo_says_it_may_be_private(
     hub_server: HubServer,
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(hub.HubRepoNotFoundError) as caught:
+    with pytest.raises(errors.HubRepoNotFoundError) as caught:
         hub.resolve_local_or_hub("qdzoo-tests/does-not-exist")
     message = str(caught.value)
     assert "'qdzoo-tests/does-not-exist'" in message and hub_server.endpoint in message
     assert "private" in message and "HF_TOKEN" in message and "huggingface-cli login" in message
     assert "no local directory" in message
     assert isinstance(caught.value, HubError)
-    with pytest.raises(hub.HubRepoNotFoundError):
+    with pytest.raises(errors.HubRepoNotFoundError):
         hub.download_to("qdzoo-tests/does-not-exist", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_revision_names_it(hub_server: HubServer, pushed: str, tmp_path: Path) -> None:
-    with pytest.raises(hub.HubRevisionNotFoundError, match="revision 'v9' not found") as caught:
+    with pytest.raises(errors.HubRevisionNotFoundError, match="revision 'v9' not found") as caught:
         hub.resolve_local_or_hub(REPO, "v9")
     assert REPO in str(caught.value)
-    with pytest.raises(hub.HubRevisionNotFoundError, match="'0{40}'"):
+    with pytest.raises(errors.HubRevisionNotFoundError, match="'0{40}'"):
         hub.download_to(REPO, tmp_path / "out", "0" * 40)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_file_names_it(hub_server: HubServer, pushed: str) -> None:
-    with pytest.raises(hub.HubFileNotFoundError, match="file 'generator.safetensors' not found"):
+    with pytest.raises(errors.HubFileNotFoundError, match="file 'generator.safetensors' not found"):
         hub.resolve_file(REPO, "generator.safetensors")
     hub_server.repo(REPO).tags["v0"] = pushed
     hub_server.add_commit(REPO, {"late.json": b"{}"})
     assert hub.resolve_file(REPO, "late.json").read_bytes() == b"{}"
-    with pytest.raises(hub.HubFileNotFoundError, match="'late.json' not found .*revision 'v0'"):
+    with pytest.raises(errors.HubFileNotFoundError, match="'late.json' not found .*revision 'v0'"):
         hub.resolve_file(REPO, "late.json", revision="v0")
 
 
@@ -261,14 +261,14 @@ def test_offline_mode_with_an_empty_cache_names_hf_hub_offline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(hub.HubOfflineError, match="HF_HUB_OFFLINE") as caught:
+    with pytest.raises(errors.HubOfflineError, match="HF_HUB_OFFLINE") as caught:
         hub.resolve_local_or_hub(REPO)
     assert constants.HF_HUB_CACHE in str(caught.value)
-    with pytest.raises(hub.HubOfflineError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(errors.HubOfflineError, match="HF_HUB_OFFLINE"):
         hub.download_to(REPO, tmp_path / "out")
-    with pytest.raises(hub.HubOfflineError, match="'config.json'.*HF_HUB_OFFLINE"):
+    with pytest.raises(errors.HubOfflineError, match="'config.json'.*HF_HUB_OFFLINE"):
         hub.resolve_file(REPO, "config.json")
-    with pytest.raises(hub.HubOfflineError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(errors.HubOfflineError, match="HF_HUB_OFFLINE"):
         hub.push_directory(tmp_path, REPO, token=hub_server.token)
     assert not (tmp_path / "out").exists()
 
@@ -283,13 +283,13 @@ def test_unreachable_endpoint_names_hf_endpoint(
     monkeypatch.setattr(
         constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}"
     )
-    with pytest.raises(hub.HubConnectionError, match="HF_ENDPOINT") as caught:
+    with pytest.raises(errors.HubConnectionError, match="HF_ENDPOINT") as caught:
         hub.resolve_local_or_hub(REPO)
     assert dead in str(caught.value)
-    with pytest.raises(hub.HubConnectionError, match="HF_ENDPOINT"):
+    with pytest.raises(errors.HubConnectionError, match="HF_ENDPOINT"):
         hub.download_to(REPO, tmp_path / "out")
     artifact = make_artifact(tmp_path / "a")
-    with pytest.raises(hub.HubConnectionError, match=dead):
+    with pytest.raises(errors.HubConnectionError, match=dead):
         hub.push_directory(artifact, REPO, token=hub_server.token)
     assert not (tmp_path / "out").exists()
 
@@ -306,9 +306,9 @@ def test_private_repo_needs_the_token(
     hub.push_directory(artifact, REPO, private=True, token=hub_server.token)
     assert hub_server.repo(REPO).private
 
-    with pytest.raises(hub.HubRepoNotFoundError, match="private.*HF_TOKEN"):
+    with pytest.raises(errors.HubRepoNotFoundError, match="private.*HF_TOKEN"):
         hub.resolve_local_or_hub(REPO)
-    with pytest.raises(hub.HubRepoNotFoundError, match="HF_TOKEN"):
+    with pytest.raises(errors.HubRepoNotFoundError, match="HF_TOKEN"):
         hub.download_to(REPO, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -324,9 +324,9 @@ def test_bad_or_missing_tokens_are_auth_errors(
     artifact: Path,
     pushed: str,
 ) -> None:
-    with pytest.raises(hub.HubAuthError, match="write access"):
+    with pytest.raises(errors.HubAuthError, match="write access"):
         hub.push_directory(artifact, "qdzoo-tests/other")
-    with pytest.raises(hub.HubAuthError, match="refused access"):
+    with pytest.raises(errors.HubAuthError, match="refused access"):
         hub.resolve_local_or_hub(REPO, token="hf_not_the_right_one")
 
 
@@ -352,7 +352,7 @@ def test_download_to_refuses_escaping_file_names(
 ) -> None:
     hub_server.add_commit(REPO, {name: b"pwned"}, check_paths=False)
     out = tmp_path / "nested" / "out"
-    with pytest.raises(hub.UnsafeRepoPathError, match="outside the target directory"):
+    with pytest.raises(errors.UnsafeRepoPathError, match="outside the target directory"):
         hub.download_to(REPO, out)
     assert not out.exists()
     assert not (tmp_path / "nested" / "evil.txt").exists()
@@ -372,7 +372,7 @@ def test_download_to_refuses_cache_links_leading_out(
     (snapshot / "config.json").unlink()
     (snapshot / "config.json").symlink_to(secret)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(hub.UnsafeRepoPathError, match="outside the cache folder"):
+    with pytest.raises(errors.UnsafeRepoPathError, match="outside the cache folder"):
         hub.download_to(REPO, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -440,7 +440,7 @@ def test_push_refuses_links_out_of_the_directory(
 ) -> None:
     (tmp_path / "secret.txt").write_text("private")
     (artifact / "notes.txt").symlink_to(tmp_path / "secret.txt")
-    with pytest.raises(hub.UnsafeRepoPathError, match="outside"):
+    with pytest.raises(errors.UnsafeRepoPathError, match="outside"):
         hub.push_directory(artifact, REPO, token=hub_server.token)
     assert hub_server.requests == []
 
@@ -474,8 +474,8 @@ def test_server_resolve_answers_like_the_hub(hub_server: HubServer, pushed: str)
 def test_other_errors_are_translated_or_left_alone() -> None:
     for transport_error in (ConnectionRefusedError("refused"), TimeoutError("slow")):
         error = hub.translate_error(transport_error, repo_id=REPO)
-        assert isinstance(error, hub.HubConnectionError) and "HF_ENDPOINT" in str(error)
+        assert isinstance(error, errors.HubConnectionError) and "HF_ENDPOINT" in str(error)
     unsafe = hub.translate_error(ValueError("Invalid filename '../x'"), repo_id=REPO)
-    assert isinstance(unsafe, hub.UnsafeRepoPathError)
+    assert isinstance(unsafe, errors.UnsafeRepoPathError)
     other = KeyError("unrelated")
     assert hub.translate_error(other, repo_id=REPO) is other

@@ -12,7 +12,8 @@ import pytest
 
 from training.cli import main
 from training.qd import algorithms
-from training.qd.run import CHECKPOINT_DIR, METRICS_LOG, Run, TrainConfig, train
+from training.qd.run import Run, TrainConfig, train
+from training.rundir import CHECKPOINT_DIR, METRICS_LOG
 from zoo.archive_artifact import ArchiveArtifact, load_archive
 from zoo.errors import (
     ArtifactError,
@@ -52,7 +53,9 @@ def test_map_elites_improves_qd_score_on_lp_sphere(
 ) -> None:
     out, artifact = sphere_run
     log = [json.loads(line) for line in (out / METRICS_LOG).read_text().splitlines()]
-    assert [row["iteration"] for row in log] == list(range(1, SPHERE.evaluations // SPHERE.batch_size + 1))
+    assert [row["iteration"] for row in log] == list(
+        range(1, SPHERE.evaluations // SPHERE.batch_size + 1)
+    )
     first, last = log[0], log[-1]
     assert last["qd_score"] > 2 * first["qd_score"] > 0
     assert all(
@@ -81,7 +84,9 @@ def test_resume_gives_the_uninterrupted_archive(
     np.testing.assert_array_equal(np.asarray(a.fitness), np.asarray(b.fitness))
     np.testing.assert_array_equal(np.asarray(a.genomes), np.asarray(b.genomes))
     log = [json.loads(line) for line in (out / METRICS_LOG).read_text().splitlines()]
-    assert [row["iteration"] for row in log] == list(range(1, SPHERE.evaluations // SPHERE.batch_size + 1))
+    assert [row["iteration"] for row in log] == list(
+        range(1, SPHERE.evaluations // SPHERE.batch_size + 1)
+    )
 
 
 def test_resume_refuses_a_different_config(sphere_run: tuple[Path, ArchiveArtifact]) -> None:

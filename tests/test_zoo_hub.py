@@ -19,9 +19,10 @@ from huggingface_hub import constants
 import training.recipes as recipes
 import zoo
 from training.cli import main
-from training.qd.run import CHECKPOINT_DIR, TrainConfig, train
+from training.qd.run import TrainConfig, train
 from training.recipes import GeneratorRecipe, list_recipes, load_recipe, reevaluate_elites
-from zoo import catalog, hub
+from training.rundir import CHECKPOINT_DIR
+from zoo import catalog, errors, hub
 from zoo.archive_artifact import ARTIFACT_FILES, ArchiveArtifact, load_archive
 from zoo.errors import QDZooError, UnknownNameError
 
@@ -152,9 +153,9 @@ def test_missing_repo_and_revision_are_qdzoo_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     tiny_run[1].push_to_hub(REPO, token=hub_server.token)
-    with pytest.raises(hub.HubRepoNotFoundError, match="qdzoo-tests/missing"):
+    with pytest.raises(errors.HubRepoNotFoundError, match="qdzoo-tests/missing"):
         load_archive("qdzoo-tests/missing")
-    with pytest.raises(hub.HubRevisionNotFoundError, match="'v9'"):
+    with pytest.raises(errors.HubRevisionNotFoundError, match="'v9'"):
         load_archive(REPO, revision="v9")
     assert main(["info", "qdzoo-tests/missing"]) == 2
     assert main(["pull", REPO, "--revision", "v9"]) == 2
@@ -175,7 +176,7 @@ def test_offline_mode_loads_from_the_cache(
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert_same_archive(load_archive(REPO), artifact)
     assert len(hub_server.requests) == count
-    with pytest.raises(hub.HubOfflineError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(errors.HubOfflineError, match="HF_HUB_OFFLINE"):
         load_archive("qdzoo-tests/never-downloaded")
 
 
@@ -189,16 +190,16 @@ def test_catalog_name_with_a_revision_goes_to_its_repo(
 
 def test_hub_errors_are_qdzoo_errors() -> None:
     for error in (
-        hub.HubRepoNotFoundError,
-        hub.HubRevisionNotFoundError,
-        hub.HubFileNotFoundError,
-        hub.HubAuthError,
-        hub.HubOfflineError,
-        hub.HubConnectionError,
-        hub.InvalidRepoIdError,
-        hub.UnsafeRepoPathError,
-        hub.ArtifactNotFoundError,
-        catalog.UnknownModelError,
+        errors.HubRepoNotFoundError,
+        errors.HubRevisionNotFoundError,
+        errors.HubFileNotFoundError,
+        errors.HubAuthError,
+        errors.HubOfflineError,
+        errors.HubConnectionError,
+        errors.InvalidRepoIdError,
+        errors.UnsafeRepoPathError,
+        errors.ArtifactNotFoundError,
+        errors.UnknownModelError,
     ):
         assert issubclass(error, QDZooError)
 
@@ -224,7 +225,7 @@ def test_unknown_name_lists_the_catalog(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no local directory of that name
-    with pytest.raises(catalog.UnknownModelError, match=BUNDLED) as caught:
+    with pytest.raises(errors.UnknownModelError, match=BUNDLED) as caught:
         load_archive("walker2d-uni-map-elite")
     assert "walker2d-uni-map-elite'" in str(caught.value)
     assert isinstance(caught.value, UnknownNameError)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ConfigError, QDZooError
+from zoo.errors import ConfigError, QDZooError, UnknownModelError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -116,47 +116,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def reevaluate(artifact: Any, top: int) -> list[dict[str, Any]]:
-    """Re-evaluate the ``top`` best elites with the recorded protocol."""
-    import jax
-    import numpy as np
+def reevaluate_top(artifact: Any, top: int) -> Any:
+    """The ``top`` best elites re-evaluated in one batch (:func:`zoo.evaluation.reevaluate`)."""
+    from zoo.evaluation import reevaluate
 
-    task = artifact.make_task()
     cells = artifact.top_indices(top)
-    seed = artifact.config.get("evaluation", {}).get("seed", 0)
-    result = jax.jit(task.evaluate)(artifact.genomes(cells), jax.random.key(seed))
-    stored_f = np.asarray(artifact.archive.fitness)[cells]
-    stored_d = np.asarray(artifact.archive.descriptors)[cells]
-    got_f, got_d = np.asarray(result.fitness), np.asarray(result.descriptors)
-    return [
-        {
-            "cell": int(c),
-            "stored_fitness": float(stored_f[i]),
-            "fitness": float(got_f[i]),
-            "stored_descriptors": stored_d[i].tolist(),
-            "descriptors": got_d[i].tolist(),
-        }
-        for i, c in enumerate(cells)
-    ]
+    return reevaluate(artifact, cells, batch_size=max(len(cells), 1))
 
 
-def print_reevaluation(rows: list[dict[str, Any]], reset: str) -> None:
+def print_reevaluation(result: Any, reset: str) -> None:
+    """Print a :class:`zoo.evaluation.Reevaluation`: stored vs measured, one row per cell."""
     fmt = lambda v: "[" + ", ".join(f"{x:.3f}" for x in v) + "]"  # noqa: E731
     print(f"re-evaluation ({reset} reset):")
     print(
         f"{'cell':>6} {'stored fitness':>15} {'measured':>12}  {'stored descriptors':<24} measured"
     )
-    for r in rows:
+    for i, cell in enumerate(result.cells):
         print(
-            f"{r['cell']:>6} {r['stored_fitness']:>15.4f} {r['fitness']:>12.4f}  "
-            f"{fmt(r['stored_descriptors']):<24} {fmt(r['descriptors'])}"
+            f"{int(cell):>6} {float(result.stored_fitness[i]):>15.4f} "
+            f"{float(result.fitness[i]):>12.4f}  "
+            f"{fmt(result.stored_descriptors[i].tolist()):<24} "
+            f"{fmt(result.descriptors[i].tolist())}"
         )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     artifact = _load(args.path, args.revision)
-    rows = reevaluate(artifact, args.top)
-    print_reevaluation(rows, artifact.task_spec.reset)
+    print_reevaluation(reevaluate_top(artifact, args.top), artifact.task_spec.reset)
     return 0
 
 
@@ -213,7 +199,7 @@ def demo_train(args: argparse.Namespace) -> int:
     print(f"training MAP-Elites on walker2d-uni ({config.evaluations} evaluations) into {out}")
     artifact = train(config, out, overwrite=True)
     print_metrics(artifact)
-    print_reevaluation(reevaluate(artifact, 5), artifact.task_spec.reset)
+    print_reevaluation(reevaluate_top(artifact, 5), artifact.task_spec.reset)
     png = plot_archive(artifact, out / "heatmap.png")
     print(f"heatmap: {png}")
     return 0
@@ -263,7 +249,7 @@ def _repo_id(name: str) -> str:
     if entry is not None:
         return entry.repo_id
     if "/" not in name:
-        raise catalog.UnknownModelError(name, catalog.names())
+        raise UnknownModelError(name, catalog.names())
     return name
 
 
@@ -291,30 +277,16 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """Check an artifact directory and upload its published files as one commit."""
-    import shutil
-    import tempfile
+    """Check an archive directory and upload its published files as one commit."""
+    from zoo.archive_artifact import ArchiveArtifact
 
-    from zoo.archive_artifact import ARTIFACT_FILES, ArchiveArtifact
-    from zoo.hub import check_repo_id, push_directory
-
-    check_repo_id(args.repo_id, namespace_required=True)
-    directory = Path(args.dir)
-    artifact = ArchiveArtifact.from_directory(directory)  # refuses a broken artifact
-    with tempfile.TemporaryDirectory(prefix="qdzoo-push-") as tmp:
-        staging = Path(tmp) / directory.resolve().name
-        staging.mkdir()
-        names = [f for f in ARTIFACT_FILES if (directory / f).is_file()]
-        for name in names:
-            shutil.copyfile(directory / name, staging / name)
-        sha = push_directory(
-            staging,
-            args.repo_id,
-            private=args.private,
-            token=args.token,
-            commit_message=args.message
-            or f"Upload {artifact.config['task']['name']} archive with qdzoo",
-        )
+    sha, names = ArchiveArtifact.push_saved(
+        args.dir,
+        args.repo_id,
+        private=args.private,
+        token=args.token,
+        commit_message=args.message,
+    )
     print(f"pushed {', '.join(names)} to {args.repo_id} (commit {sha})")
     return 0
 
@@ -372,7 +344,7 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil an archive into a policy generator (policy VAE, then latent diffusion)."""
-    from training.distill.run import DistillConfig, distill
+    from training.distill import DistillConfig, distill
     from zoo.generator import load_generator
 
     settings = _parse_assignments(args.set, "--set")
@@ -440,75 +412,14 @@ def measures_from_args(values: Sequence[float], generator: Any) -> Any:
     return np.asarray(values, np.float32).reshape(-1, k)
 
 
-def sample_rollouts(
-    generator: Any,
-    measures: Any,
-    n: int,
-    seed: int,
-    *,
-    sampler: str = "ddim",
-    steps: int | None = None,
-    guidance: float = 1.0,
-    clip: bool = False,
-) -> dict[str, Any]:
-    """Sample ``n`` policies per condition and roll each out once with the generator's task.
-
-    Returns ``task``, ``policies`` (``[C * n]``, all samples of condition 0 first),
-    ``requested`` ``[C * n, k]`` (clipped to the bounds with ``clip``), ``achieved``
-    ``[C * n, k]``, ``returns`` ``[C * n]`` and the ``reset_key`` of the first episode.
-    """
-    import jax
-    import numpy as np
-
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1 (policies per condition), given {n}")
-    task = generator.make_task()
-    sample_key, eval_key = jax.random.split(jax.random.key(seed))
-    policies = generator.sample(
-        sample_key,
-        measures,
-        num_samples=n,
-        sampler=sampler,
-        steps=steps,
-        guidance=guidance,
-        clip=clip,
-    )
-    result = jax.jit(task.evaluate)(policies, eval_key)
-    requested = np.repeat(np.asarray(measures, np.float32), n, axis=0)
-    if clip:
-        requested = np.clip(requested, generator.descriptor_low, generator.descriptor_high)
-    batch = requested.shape[0]
-    return {
-        "task": task,
-        "policies": policies,
-        "requested": requested,
-        "achieved": np.asarray(result.descriptors),
-        "returns": np.asarray(result.fitness),
-        # Task.evaluate resets episode i from split(key, batch)[i] (stochastic resets).
-        "reset_key": jax.random.split(eval_key, batch)[0],
-    }
-
-
-def render_html(task: Any, policy: Any, key: Any, path: str | Path) -> Path:
-    """Write brax's HTML viewer of one rollout of ``policy`` (no batch axis) to ``path``."""
-    if not hasattr(task, "rollout_states"):
-        raise ConfigError(
-            f"--render needs a Brax task with a 3-D scene; the generator's task "
-            f"{task.spec.name!r} has none. Drop --render"
-        )
-    from brax.io import html
-
-    states = task.rollout_states(policy, key)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html.render(task.env.sys, states))
-    return path
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample policies for the requested measures, roll them out, print what they did."""
     import jax
 
+    from zoo.rollouts import can_render, render_html, sample_rollouts
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1 (policies per condition), given {args.n}")
     generator = _load_generator(args.generator)
     measures = measures_from_args(args.measures, generator)
     out = sample_rollouts(
@@ -522,17 +433,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
         clip=args.clip,
     )
     fmt = lambda v: "[" + ", ".join(f"{x:.3f}" for x in v) + "]"  # noqa: E731
-    task = out["task"]
+    task = out.task
     print(f"task {task.spec.name}: {', '.join(task.spec.descriptor_names)}")
     print(f"{'#':>3}  {'requested':<22} {'achieved':<22} {'error':>7} {'return':>10}")
-    for i, (want, got, ret) in enumerate(
-        zip(out["requested"], out["achieved"], out["returns"], strict=True)
+    for i, (want, got, error, ret) in enumerate(
+        zip(out.requested, out.achieved, out.errors, out.returns, strict=True)
     ):
-        error = float(((want - got) ** 2).sum() ** 0.5)
         print(f"{i:>3}  {fmt(want):<22} {fmt(got):<22} {error:>7.3f} {ret:>10.2f}")
     if args.render:
-        first = jax.tree_util.tree_map(lambda x: x[0], out["policies"])
-        path = render_html(task, first, out["reset_key"], args.render)
+        if not can_render(task):
+            raise ConfigError(
+                f"--render needs a Brax task with a 3-D scene; the generator's task "
+                f"{task.spec.name!r} has none. Drop --render"
+            )
+        first = jax.tree_util.tree_map(lambda x: x[0], out.policies)
+        path = render_html(task, first, out.reset_key, args.render)
         print(f"wrote {path} (policy 0)")
     return 0
 

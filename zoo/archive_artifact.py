@@ -8,10 +8,8 @@ file and every array's shape against the config before anything is built.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -19,21 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.policy import PolicySpec
-from zoo import tasks
 from zoo.archive import Archive
-from zoo.errors import ArtifactError, ConfigError, ShapeError
-from zoo.serialization import (
-    arrays_to_tree,
-    check_artifact_header,
-    load_arrays,
-    read_json,
-    save_arrays,
-    sha256_file,
-    tree_to_arrays,
-    verify_sha256,
-    write_json,
-)
-from zoo.tasks.base import Task, TaskSpec, genome_template
+from zoo.artifact import Artifact, finite_or_none
+from zoo.errors import ArtifactError, ConfigError, MissingDependencyError, ShapeError
+from zoo.serialization import arrays_to_tree, load_arrays, tree_to_arrays
+from zoo.tasks.base import TaskSpec, genome_template
+
+if TYPE_CHECKING:
+    import pandas
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -42,25 +33,8 @@ CARD_NAME = "README.md"
 HEATMAP_NAME = "heatmap.png"
 ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HEATMAP_NAME, "metrics.jsonl")
 """The files of an artifact directory that are published (a run's checkpoint/ is not)."""
-
-
-def finite_or_none(x: float) -> float | None:
-    """JSON has no inf/nan: store them as null."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the numbers of an artifact."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("qdzoo", "jax", "equinox", "brax", "optax", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
+DATA_RETURN_TYPES = ("dict", "pandas")
+"""What :meth:`ArchiveArtifact.data` can return."""
 
 
 def archive_spec(archive: Archive, descriptor_names: tuple[str, ...]) -> dict[str, Any]:
@@ -101,20 +75,34 @@ def empty_archive(
     raise ArtifactError(f"unknown tessellation {spec['tessellation']!r}; expected grid or cvt")
 
 
-class ArchiveArtifact:
+class ArchiveArtifact(Artifact):
     """An :class:`Archive` plus the config that says how it was made and how to re-evaluate it.
 
     Build one with :func:`load_archive` (or :meth:`from_pretrained`), or from training.
-    ``artifact.archive`` is the pytree; ``artifact.config`` the JSON-able dict.
+    ``artifact.archive`` is the pytree; ``artifact.config`` the JSON-able dict. The occupied
+    cells read as numpy arrays (:attr:`cells`, :attr:`fitness`, :attr:`descriptors`) or as one
+    table (:meth:`data`)::
+
+        artifact = zoo.load_archive("walker2d-uni-map-elites")
+        best = artifact.cells[artifact.fitness.argmax()]
+        frame = artifact.data("pandas")    # one row per elite
     """
+
+    kind: ClassVar[str] = "archive"
+    format_version: ClassVar[int] = FORMAT_VERSION
+    written_by: ClassVar[str] = "ArchiveArtifact.save_pretrained or `qdzoo train`"
+    description: ClassVar[str] = "archive"
+    published_files: ClassVar[tuple[str, ...]] = ARTIFACT_FILES
 
     def __init__(self, archive: Archive, config: dict[str, Any]) -> None:
         self.archive = archive
         self.config = config
+        self.path: Path | None = None
 
     # ----------------------------------------------------------------- accessors
     @property
     def task_spec(self) -> TaskSpec:
+        """The static facts of the task the archive was trained on (``config["task"]["spec"]``)."""
         t = self.config["task"]["spec"]
         for k in ("descriptor_names", "descriptor_low", "descriptor_high"):
             t = {**t, k: tuple(t[k])}
@@ -122,18 +110,32 @@ class ArchiveArtifact:
 
     @property
     def policy_spec(self) -> PolicySpec | None:
+        """The spec of the stored policies (``None`` for vector genomes)."""
         p = self.config.get("policy")
         return None if p is None else PolicySpec.from_dict(p)
 
-    def make_task(self) -> Task:
-        """Rebuild the task with the recorded constructor arguments."""
-        return tasks.make(self.config["task"]["name"], **self.config["task"]["kwargs"])
-
     def metrics(self) -> dict[str, float]:
+        """QD score, coverage, best/mean fitness, number of elites (see :meth:`Archive.metrics`)."""
         return {k: float(v) for k, v in self.archive.metrics().items()}
 
     def elite_indices(self) -> np.ndarray:
+        """Indices of the occupied cells, ascending."""
         return self.archive.elite_indices()
+
+    @property
+    def cells(self) -> np.ndarray:
+        """``[n]`` int64 indices of the occupied cells, ascending (the rows of every accessor)."""
+        return self.elite_indices().astype(np.int64)
+
+    @property
+    def fitness(self) -> np.ndarray:
+        """``[n]`` fitness of the elites, in the order of :attr:`cells`."""
+        return np.asarray(self.archive.fitness)[self.cells]
+
+    @property
+    def descriptors(self) -> np.ndarray:
+        """``[n, k]`` descriptors of the elites, in the order of :attr:`cells`."""
+        return np.asarray(self.archive.descriptors)[self.cells]
 
     def top_indices(self, n: int) -> np.ndarray:
         """Cell indices of the ``n`` best elites, best first."""
@@ -145,6 +147,75 @@ class ArchiveArtifact:
         """The genomes stored at ``cells`` as a population."""
         idx = jnp.asarray(cells)
         return jax.tree_util.tree_map(lambda x: x[idx], self.archive.genomes)
+
+    def data(
+        self, return_type: Literal["dict", "pandas"] = "dict"
+    ) -> dict[str, np.ndarray] | pandas.DataFrame:
+        """Every elite as one row of a table, in ascending cell order.
+
+        Args:
+            return_type: ``"dict"`` for a dict of numpy arrays, ``"pandas"`` for a
+                ``pandas.DataFrame`` (needs pandas: ``pip install pandas``).
+
+        Returns:
+            With ``"dict"``: ``cell`` ``[n]`` (int64), ``fitness`` ``[n]``, ``descriptors``
+            ``[n, k]``, ``threshold`` ``[n]`` (the CMA-MAE acceptance threshold; the fitness
+            for MAP-Elites), ``solution`` ``[n, d]`` (each genome flattened in the leaf order
+            of ``jax.flatten_util.ravel_pytree``) and one ``[n, ...]`` array per per-elite
+            extra, under the extra's name. With ``"pandas"``: one row per elite with the
+            columns ``cell``, ``fitness``, one column per descriptor named by the task's
+            descriptor names, ``threshold``, ``solution_0`` .. ``solution_{d-1}``, and per
+            extra one column (a scalar per elite) or ``<name>_0`` .. (flattened).
+
+        Raises:
+            ConfigError: an unknown ``return_type``, or an extra whose name is taken.
+            MissingDependencyError: ``"pandas"`` without pandas installed (an ``ImportError``;
+                ``pip install pandas``).
+        """
+        if return_type not in DATA_RETURN_TYPES:
+            raise ConfigError(
+                f"return_type must be one of {list(DATA_RETURN_TYPES)}, got {return_type!r}; "
+                "use 'dict' for numpy arrays or 'pandas' for a DataFrame"
+            )
+        if return_type == "pandas":
+            try:
+                import pandas
+            except ImportError as err:
+                raise MissingDependencyError(
+                    "ArchiveArtifact.data('pandas') needs pandas, which is not installed; "
+                    "install it with `pip install pandas` (or `pip install qdzoo[pandas]`), or "
+                    "call data('dict') for numpy arrays"
+                ) from err
+        cells = self.cells
+        n = cells.shape[0]
+        a = self.archive
+        leaves = jax.tree_util.tree_leaves(a.genomes)
+        widths = [math.prod(np.shape(x)[1:]) for x in leaves]
+        solution = (
+            np.concatenate(
+                [np.asarray(x)[cells].reshape(n, w) for x, w in zip(leaves, widths, strict=True)],
+                axis=1,
+            )
+            if leaves
+            else np.zeros((n, 0), np.float32)
+        )
+        table: dict[str, np.ndarray] = {
+            "cell": cells,
+            "fitness": np.asarray(a.fitness)[cells],
+            "descriptors": np.asarray(a.descriptors)[cells],
+            "threshold": np.asarray(a.thresholds)[cells],
+            "solution": solution,
+        }
+        for name, values in a.extras.items():
+            if name in table:
+                raise ConfigError(
+                    f"the per-elite extra {name!r} has the name of a column of data(); "
+                    f"extras must not be named {sorted(table)}"
+                )
+            table[name] = np.asarray(values)[cells]
+        if return_type == "dict":
+            return table
+        return _data_frame(pandas, table, self.task_spec.descriptor_names)
 
     def __repr__(self) -> str:
         m = self.metrics()
@@ -166,45 +237,41 @@ class ArchiveArtifact:
             genome_dtype: ``float32`` or ``float16`` (halves the size; fitness, descriptors
                 and thresholds stay float32).
             plot: also write ``heatmap.png`` (shown on the model card).
+
+        Raises:
+            ConfigError: another ``genome_dtype``.
         """
+        return super().save_pretrained(path, genome_dtype=genome_dtype, plot=plot)
+
+    def _prepare_config(
+        self, config: dict[str, Any], *, genome_dtype: str = "float32", **options: Any
+    ) -> None:
         if genome_dtype not in ("float32", "float16"):
             raise ConfigError(f"genome_dtype must be 'float32' or 'float16', got {genome_dtype!r}")
-        path = Path(path)
-        config = dict(self.config)
-        config["format_version"] = FORMAT_VERSION
-        config["artifact"] = "archive"
         config["genome_dtype"] = genome_dtype
         config["metrics"] = {k: finite_or_none(v) for k, v in self.metrics().items()}
-        config.setdefault("library_versions", library_versions())
-        path.mkdir(parents=True, exist_ok=True)
-        # Every file is written to a temporary directory first, then moved into place one by
-        # one with config.json last: a reader never sees a config whose checksums do not match
-        # the files beside it, and unrelated files in ``path`` (a training checkpoint) stay.
-        with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-save-") as tmp_name:
-            tmp = Path(tmp_name)
-            save_arrays(
-                tmp / WEIGHTS_NAME, self._arrays(genome_dtype), metadata={"format": "qdzoo-archive"}
-            )
-            config["files"] = {
-                WEIGHTS_NAME: {
-                    "sha256": sha256_file(tmp / WEIGHTS_NAME),
-                    "bytes": (tmp / WEIGHTS_NAME).stat().st_size,
-                }
-            }
-            names = [WEIGHTS_NAME, CARD_NAME]
-            if plot:
-                from zoo.plot import plot_archive
 
-                plot_archive(self, tmp / HEATMAP_NAME)
-                names.append(HEATMAP_NAME)
-            from hub_cards import render_archive_card
+    def _weight_arrays(
+        self, config: dict[str, Any], *, genome_dtype: str = "float32", **options: Any
+    ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, str]]]:
+        return {WEIGHTS_NAME: (self._arrays(genome_dtype), {"format": "qdzoo-archive"})}
 
-            (tmp / CARD_NAME).write_text(render_archive_card(config, has_heatmap=plot))
-            write_json(tmp / CONFIG_NAME, config)
-            for name in [*names, CONFIG_NAME]:
-                os.replace(tmp / name, path / name)
-        self.config = config
-        return path
+    def _write_extra_files(
+        self, tmp: Path, target: Path, config: dict[str, Any], *, plot: bool = True, **options: Any
+    ) -> list[str]:
+        if not plot:
+            return []
+        from zoo.plot import plot_archive
+
+        plot_archive(self, tmp / HEATMAP_NAME)
+        return [HEATMAP_NAME]
+
+    def _render_card(
+        self, config: dict[str, Any], target: Path, *, plot: bool = True, **options: Any
+    ) -> str:
+        from hub_cards import render_archive_card
+
+        return render_archive_card(config, has_heatmap=plot)
 
     def _arrays(self, genome_dtype: str) -> dict[str, np.ndarray]:
         cells = self.elite_indices()
@@ -224,72 +291,56 @@ class ArchiveArtifact:
             arrays[k] = v[cells]
         return arrays
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool = False,
-        token: str | None = None,
-        commit_message: str | None = None,
-        genome_dtype: str = "float32",
-    ) -> str:
-        """Save to a temporary directory and upload it as one commit; returns the commit sha."""
-        from zoo.hub import push_directory
-
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(Path(tmp) / "artifact", genome_dtype=genome_dtype)
-            return push_directory(
-                Path(tmp) / "artifact",
-                repo_id,
-                private=private,
-                token=token,
-                commit_message=commit_message or f"Upload {self.config['task']['name']} archive",
-            )
-
     # ----------------------------------------------------------------- loading
     @classmethod
-    def from_directory(cls, path: str | Path) -> ArchiveArtifact:
-        """Load and check an artifact directory (see docs/FORMAT.md)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise ArtifactError(f"{path} is not a directory; expected an archive artifact")
-        config = read_json(path / CONFIG_NAME)
-        check_config(config, path)
-        verify_sha256(path / WEIGHTS_NAME, config["files"][WEIGHTS_NAME]["sha256"])
+    def _required_weight_files(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        return (WEIGHTS_NAME,)
+
+    @classmethod
+    def _check_contents(cls, config: dict[str, Any], path: Path, version: int) -> None:
+        for key in ("task", "archive", "files"):
+            if key not in config:
+                raise ArtifactError(f"{path}/config.json lacks the {key!r} section")
+
+    @classmethod
+    def _from_checked_directory(cls, path: Path, config: dict[str, Any]) -> ArchiveArtifact:
         arrays = load_arrays(path / WEIGHTS_NAME)
         return cls(build_archive(config, arrays, path), config)
 
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | Path, *, revision: str | None = None, token: str | None = None
-    ) -> ArchiveArtifact:
-        """Load from a catalog name, a local directory or a Hub repo id (in that order).
 
-        A catalog name (``zoo.list_models()``) loads the copy bundled in the package when
-        there is one and no ``revision`` is asked for (no network), else the entry's Hub repo.
-        Write a local directory that shares a catalog name as ``./name``.
-
-        Raises:
-            UnknownModelError: a name without ``/`` that is neither a catalog name nor a
-                directory (the message lists the catalog names).
-            HubError: the repo could not be fetched (see :mod:`zoo.hub`).
-        """
-        from zoo.catalog import resolve_artifact
-
-        return cls.from_directory(resolve_artifact(name_or_path, "archive", revision, token))
-
-
-def check_config(config: Any, path: Path) -> None:
-    """Raise a clear error if ``config`` is not a qdzoo archive config this version can read."""
-    check_artifact_header(
-        config, path, "archive", FORMAT_VERSION,
-        "ArchiveArtifact.save_pretrained or `qdzoo train`",
-    )  # fmt: skip
-    for key in ("task", "archive", "files"):
-        if key not in config:
-            raise ArtifactError(f"{path}/config.json lacks the {key!r} section")
-    if WEIGHTS_NAME not in config["files"]:
-        raise ArtifactError(f"{path}/config.json records no checksum for {WEIGHTS_NAME}")
+def _data_frame(
+    pandas: Any, table: dict[str, np.ndarray], descriptor_names: tuple[str, ...]
+) -> pandas.DataFrame:
+    """The DataFrame of :meth:`ArchiveArtifact.data` from its dict of arrays."""
+    columns: dict[str, np.ndarray] = {
+        "cell": table["cell"],
+        "fitness": table["fitness"],
+    }
+    for i, name in enumerate(descriptor_names):
+        columns[name] = table["descriptors"][:, i]
+    columns["threshold"] = table["threshold"]
+    blocks = [pandas.DataFrame(columns)]
+    n = table["cell"].shape[0]
+    wide = [("solution", table["solution"])]
+    wide += [
+        (k, v)
+        for k, v in table.items()
+        if k not in ("cell", "fitness", "descriptors", "threshold", "solution")
+    ]
+    for name, values in wide:
+        if values.ndim == 1:
+            blocks.append(pandas.DataFrame({name: values}))
+            continue
+        flat = values.reshape(n, -1)
+        blocks.append(pandas.DataFrame(flat, columns=[f"{name}_{i}" for i in range(flat.shape[1])]))
+    frame = pandas.concat(blocks, axis=1)
+    taken = frame.columns[frame.columns.duplicated()].tolist()
+    if taken:
+        raise ConfigError(
+            f"the columns {taken} appear twice in the DataFrame (a descriptor or extra named "
+            "like another column); read the arrays with data('dict') instead"
+        )
+    return frame
 
 
 def build_archive(config: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Archive:

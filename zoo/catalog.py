@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ArtifactError, UnknownNameError
+from zoo.errors import ArtifactError, UnknownModelError, UnknownNameError
 
 DATA_DIR = Path(__file__).parent / "data"
 """The package's data folder: ``catalog.json`` and the bundled artifacts."""
@@ -33,19 +33,6 @@ KINDS = ("archive", "generator")
 
 METRIC_NAMES = ("qd_score", "coverage", "max_fitness")
 """The metrics every catalog entry records (``None`` where not measured yet)."""
-
-
-class UnknownModelError(UnknownNameError):
-    """A name that is neither a catalog entry, a local directory nor a Hub repo id."""
-
-    def __init__(self, given: str, valid: Iterable[str]) -> None:
-        super().__init__("catalog name", given, valid)
-        self.args = (
-            f"{given!r} is not a catalog name, an existing local directory or a Hub repo id; "
-            f"catalog names: {', '.join(self.valid) or '(none)'}. Pass one of them, the path of "
-            "an artifact directory, or a Hub repo id 'namespace/name' (`qdzoo list` shows the "
-            "catalog)",
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +163,6 @@ def write_entry(entry: CatalogEntry, path: Path | None = None) -> None:
 __all__ = [
     "CATALOG_PATH",
     "CatalogEntry",
-    "UnknownModelError",
     "find_entry",
     "get_entry",
     "list_models",

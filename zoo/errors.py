@@ -59,3 +59,56 @@ class TaskMismatchError(QDZooError, ValueError):
 
 class NonFiniteError(QDZooError, FloatingPointError):
     """Parameters or values that are NaN or infinite where finite numbers are required."""
+
+
+class UnknownModelError(UnknownNameError):
+    """A name that is neither a catalog entry, a local directory nor a Hub repo id."""
+
+    def __init__(self, given: str, valid: Iterable[str]) -> None:
+        super().__init__("catalog name", given, valid)
+        self.args = (
+            f"{given!r} is not a catalog name, an existing local directory or a Hub repo id; "
+            f"catalog names: {', '.join(self.valid) or '(none)'}. Pass one of them, the path of "
+            "an artifact directory, or a Hub repo id 'namespace/name' (`qdzoo list` shows the "
+            "catalog)",
+        )
+
+
+class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
+    """A local path given as an artifact that does not exist or is not a directory."""
+
+
+class InvalidRepoIdError(HubError, ValueError):
+    """A string that is neither an existing local directory nor a well-formed Hub repo id."""
+
+
+class HubRepoNotFoundError(HubError):
+    """A repo the Hub does not show: missing, misspelt, or private/gated without a token."""
+
+
+class HubRevisionNotFoundError(HubError):
+    """A branch, tag or commit that does not exist in a repo that does."""
+
+
+class HubFileNotFoundError(HubError, FileNotFoundError):
+    """A file that does not exist in a repo at the requested revision."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """A request the Hub refused for lack of a (valid, sufficiently scoped) token."""
+
+
+class HubOfflineError(HubError):
+    """Offline mode (``HF_HUB_OFFLINE=1``) is on and what was asked for is not in the cache."""
+
+
+class HubConnectionError(HubError, ConnectionError):
+    """The Hub endpoint (``HF_ENDPOINT``) could not be reached, and nothing usable is cached."""
+
+
+class UnsafeRepoPathError(HubError):
+    """A repo file name that would land outside the target directory (absolute, ``..``, link)."""
+
+
+class MissingDependencyError(QDZooError, ImportError):
+    """An optional dependency (e.g. pandas) that a feature needs and is not installed."""

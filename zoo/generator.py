@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -50,8 +48,7 @@ from models.diffusion import (
 )
 from models.policy import MLPPolicy, PolicySpec
 from models.policy_vae import PolicyVAE, count_parameters
-from zoo import tasks
-from zoo.archive_artifact import library_versions
+from zoo.artifact import Artifact
 from zoo.errors import (
     ArtifactError,
     ConfigError,
@@ -63,14 +60,10 @@ from zoo.errors import (
 )
 from zoo.serialization import (
     arrays_to_tree,
-    check_artifact_header,
     leaf_name,
     load_arrays,
     read_json,
-    save_arrays,
-    sha256_file,
     tree_to_arrays,
-    verify_sha256,
     write_json,
 )
 from zoo.tasks.base import Task
@@ -281,7 +274,7 @@ def _sample_latents(
 # ---------------------------------------------------------------------------- generator
 
 
-class Generator:
+class Generator(Artifact):
     """A policy VAE, a conditional latent denoiser and its measure encoder, with their config.
 
     Build one with :func:`load_generator` (or :meth:`from_pretrained`) or by distilling an
@@ -301,6 +294,12 @@ class Generator:
         path: the directory this generator was loaded from or last saved to (``None`` for a
             fresh one); images listed in the config are copied from it when saving elsewhere.
     """
+
+    kind: ClassVar[str] = "generator"
+    format_version: ClassVar[int] = FORMAT_VERSION
+    written_by: ClassVar[str] = "Generator.save_pretrained or `qdzoo distill`"
+    description: ClassVar[str] = "policy generator"
+    published_files: ClassVar[tuple[str, ...]] = ARTIFACT_FILES
 
     def __init__(
         self,
@@ -395,10 +394,6 @@ class Generator:
     @property
     def measure_size(self) -> int:
         return len(self.config["descriptors"]["names"])
-
-    def make_task(self) -> Task:
-        """The task the source archive was trained on, with its constructor arguments."""
-        return tasks.make(self.config["task"]["name"], **self.config["task"]["kwargs"])
 
     def num_parameters(self) -> dict[str, int]:
         """Scalars per part: ``vae_encoder``, ``vae_decoder``, ``denoiser``,
@@ -656,12 +651,6 @@ class Generator:
         and linked from the card when present.
         """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = dict(self.config)
-        config["format_version"] = FORMAT_VERSION
-        config["artifact"] = "generator"
-        config["num_parameters"] = self.num_parameters()
-        config.setdefault("library_versions", library_versions())
         images = self._image_names()
         if self.path is not None and self.path.resolve() != path.resolve():
             for name in [*images, METRICS_LOG]:
@@ -669,86 +658,67 @@ class Generator:
                 if source.is_file() and not target.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
-        modules = {
-            "vae": (self.vae, {"class": "PolicyVAE", "policy": config["policy"]}),
+        return super().save_pretrained(path)
+
+    def _prepare_config(self, config: dict[str, Any], **options: Any) -> None:
+        config["num_parameters"] = self.num_parameters()
+
+    def _modules(self) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """``{sub-folder: (module, its sub-config without hyperparameters)}``."""
+        return {
+            "vae": (self.vae, {"class": "PolicyVAE", "policy": self.config["policy"]}),
             "denoiser": (self.denoiser, {"class": "ConditionalDenoiser"}),
             "condition_encoder": (self.measure_encoder, {"class": "MeasureEncoder"}),
         }
-        with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-save-") as tmp_name:
-            tmp = Path(tmp_name)
-            files: dict[str, dict[str, Any]] = {}
-            names = []
-            for folder, (module, sub_config) in modules.items():
-                (tmp / folder).mkdir()
-                weights = f"{folder}/{WEIGHTS_NAME}"
-                save_arrays(
-                    tmp / weights, _module_arrays(module), metadata={"format": "qdzoo-generator"}
-                )
-                files[weights] = {
-                    "sha256": sha256_file(tmp / weights),
-                    "bytes": (tmp / weights).stat().st_size,
-                }
-                write_json(
-                    tmp / folder / CONFIG_NAME,
-                    {**sub_config, "hyperparameters": config[folder]},
-                )
-                names += [weights, f"{folder}/{CONFIG_NAME}"]
-            config["files"] = files
-            from hub_cards import render_generator_card
 
-            present = [name for name in images if (path / name).is_file()]
-            (tmp / CARD_NAME).write_text(render_generator_card(config, images=present))
-            write_json(tmp / CONFIG_NAME, config)
-            for name in [*names, CARD_NAME, CONFIG_NAME]:
-                (path / name).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp / name, path / name)
-        self.config = config
-        self.path = path
-        return path
+    def _weight_arrays(
+        self, config: dict[str, Any], **options: Any
+    ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, str]]]:
+        return {
+            f"{folder}/{WEIGHTS_NAME}": (_module_arrays(module), {"format": "qdzoo-generator"})
+            for folder, (module, _) in self._modules().items()
+        }
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool = False,
-        token: str | None = None,
-        commit_message: str | None = None,
-    ) -> str:
-        """Save to a temporary directory and upload it as one commit; returns the commit sha.
-
-        The images listed in the config and the training log are included when
-        :attr:`path` holds them.
-        """
-        from zoo.hub import check_repo_id, push_directory
-
-        check_repo_id(repo_id, namespace_required=True)
-        source = self.path
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / "generator"
-            self.save_pretrained(target)
-            self.path = source
-            return push_directory(
-                target,
-                repo_id,
-                private=private,
-                token=token,
-                commit_message=commit_message
-                or f"Upload {self.config['task']['name']} policy generator",
+    def _write_extra_files(
+        self, tmp: Path, target: Path, config: dict[str, Any], **options: Any
+    ) -> list[str]:
+        names = []
+        for folder, (_, sub_config) in self._modules().items():
+            write_json(
+                tmp / folder / CONFIG_NAME, {**sub_config, "hyperparameters": config[folder]}
             )
+            names.append(f"{folder}/{CONFIG_NAME}")
+        return names
+
+    def _render_card(self, config: dict[str, Any], target: Path, **options: Any) -> str:
+        from hub_cards import render_generator_card
+
+        present = [name for name in self._image_names() if (target / name).is_file()]
+        return render_generator_card(config, images=present)
 
     # -------------------------------------------------------------------------- loading
     @classmethod
-    def from_directory(cls, path: str | Path) -> Generator:
-        """Load and check a generator directory (see ``docs/FORMAT.md``)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise ArtifactError(f"{path} is not a directory; expected a generator artifact")
-        config = read_json(path / CONFIG_NAME)
-        check_config(config, path)
+    def _required_weight_files(cls, config: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(f"{folder}/{WEIGHTS_NAME}" for folder in COMPONENTS)
+
+    @classmethod
+    def _check_contents(cls, config: dict[str, Any], path: Path, version: int) -> None:
+        if version < OLDEST_READABLE_VERSION:
+            raise FormatVersionError(
+                f"{path} uses generator format version {version}, written before qdzoo's first "
+                f"release with another decoder layout; this qdzoo reads versions "
+                f"{OLDEST_READABLE_VERSION} to {FORMAT_VERSION}. Distil it again from its "
+                "archive (`qdzoo distill ARCHIVE --out DIR`)."
+            )
+        required = ("task", "policy", "descriptors", "diffusion", "latent_scale", "files")
+        for key in (*required, *COMPONENTS):
+            if key not in config:
+                raise ArtifactError(f"{path}/config.json lacks the {key!r} entry")
+
+    @classmethod
+    def _from_checked_directory(cls, path: Path, config: dict[str, Any]) -> Generator:
         arrays = {}
         for folder in COMPONENTS:
-            weights = f"{folder}/{WEIGHTS_NAME}"
-            verify_sha256(path / weights, config["files"][weights]["sha256"])
             sub_config = read_json(path / folder / CONFIG_NAME)
             if _jsonable(sub_config.get("hyperparameters")) != _jsonable(config[folder]):
                 raise ArtifactError(
@@ -756,7 +726,7 @@ class Generator:
                     f"{path / CONFIG_NAME} ({sub_config.get('hyperparameters')} vs "
                     f"{config[folder]}); the directory mixes two generators: save it again"
                 )
-            arrays[folder] = load_arrays(path / weights)
+            arrays[folder] = load_arrays(path / folder / WEIGHTS_NAME)
         try:
             skeletons = _build_skeletons(config)
         except (TypeError, ValueError) as err:
@@ -767,61 +737,10 @@ class Generator:
             _fill_module(skeleton, arrays[folder], f"{path / folder / WEIGHTS_NAME}")
             for skeleton, folder in zip(skeletons, COMPONENTS, strict=True)
         )
-        generator = cls(
+        return cls(
             vae, denoiser, encoder, make_schedule(config["diffusion"]),
             float(config["latent_scale"]), config,
         )  # fmt: skip
-        generator.path = path
-        return generator
-
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | Path, revision: str | None = None, token: str | None = None
-    ) -> Generator:
-        """Load from a catalog name, a local directory or a Hub repo id (in that order).
-
-        A catalog name (``zoo.list_models("generator")``) loads the copy bundled in the
-        package when there is one and no ``revision`` is asked for, else the entry's Hub repo.
-
-        Raises:
-            UnknownModelError: a name without ``/`` that is neither a catalog name nor a
-                directory.
-            ArtifactError: the catalog name is not a generator, or the directory is not a
-                valid generator (kind, format version, checksums, shapes).
-            HubError: the repo could not be fetched.
-        """
-        from zoo.catalog import resolve_artifact
-
-        return cls.from_directory(resolve_artifact(name_or_path, "generator", revision, token))
-
-
-def check_config(config: Any, path: Path) -> None:
-    """Raise a clear error if ``config`` is not a generator config this version can read."""
-    hint = (
-        " (load archives with zoo.load_archive)"
-        if isinstance(config, dict) and config.get("artifact") == "archive"
-        else ""
-    )
-    version = check_artifact_header(
-        config, path, "generator", FORMAT_VERSION,
-        "Generator.save_pretrained or `qdzoo distill`", hint,
-    )  # fmt: skip
-    if version < OLDEST_READABLE_VERSION:
-        raise FormatVersionError(
-            f"{path} uses generator format version {version}, written before qdzoo's first "
-            f"release with another decoder layout; this qdzoo reads versions "
-            f"{OLDEST_READABLE_VERSION} to {FORMAT_VERSION}. Distil it again from its archive "
-            "(`qdzoo distill ARCHIVE --out DIR`)."
-        )
-    required = ("task", "policy", "descriptors", "diffusion", "latent_scale", "files", *COMPONENTS)
-    for key in required:
-        if key not in config:
-            raise ArtifactError(f"{path}/config.json lacks the {key!r} entry")
-    for folder in COMPONENTS:
-        if f"{folder}/{WEIGHTS_NAME}" not in config["files"]:
-            raise ArtifactError(
-                f"{path}/config.json records no checksum for {folder}/{WEIGHTS_NAME}"
-            )
 
 
 def load_generator(

@@ -2,9 +2,10 @@
 
 Every qdzoo artifact is a directory (``config.json`` + ``*.safetensors`` + ``README.md``, maybe
 sub-folders). This module moves such directories to and from the Hub through
-``huggingface_hub``, and turns every client error into a :class:`zoo.errors.HubError` whose
-message says what went wrong and how to fix it. Nothing here ever unpickles anything: the files
-are only copied, and the readers use JSON and safetensors.
+``huggingface_hub``, and turns every client error into a :class:`zoo.errors.HubError` (one of
+its subclasses in :mod:`zoo.errors`) whose message says what went wrong and how to fix it.
+Nothing here ever unpickles anything: the files are only copied, and the readers use JSON and
+safetensors.
 
 The client honours its usual environment: ``HF_TOKEN`` (or the token saved by
 ``huggingface-cli login``), ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` / ``HF_HUB_CACHE``.
@@ -28,18 +29,22 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-from zoo.errors import ArtifactError, HubError, OutputExistsError
+from zoo.errors import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    HubAuthError,
+    HubConnectionError,
+    HubError,
+    HubFileNotFoundError,
+    HubOfflineError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+    InvalidRepoIdError,
+    OutputExistsError,
+    UnsafeRepoPathError,
+)
 
 __all__ = [
-    "ArtifactNotFoundError",
-    "HubAuthError",
-    "HubConnectionError",
-    "HubFileNotFoundError",
-    "HubOfflineError",
-    "HubRepoNotFoundError",
-    "HubRevisionNotFoundError",
-    "InvalidRepoIdError",
-    "UnsafeRepoPathError",
     "check_repo_id",
     "download_to",
     "push_directory",
@@ -55,45 +60,6 @@ Token = str | bool | None
 Patterns = str | Sequence[str] | None
 """Glob patterns (``fnmatch`` style, on ``/``-separated repo paths; a trailing ``/`` means the
 whole folder) selecting files, as ``huggingface_hub`` applies them."""
-
-
-# --------------------------------------------------------------------------------- errors
-
-
-class InvalidRepoIdError(HubError, ValueError):
-    """A string that is neither an existing local directory nor a well-formed Hub repo id."""
-
-
-class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
-    """A local path given as an artifact that does not exist or is not a directory."""
-
-
-class HubRepoNotFoundError(HubError):
-    """A repo the Hub does not show: missing, misspelt, or private/gated without a token."""
-
-
-class HubRevisionNotFoundError(HubError):
-    """A branch, tag or commit that does not exist in a repo that does."""
-
-
-class HubFileNotFoundError(HubError, FileNotFoundError):
-    """A file that does not exist in a repo at the requested revision."""
-
-
-class HubAuthError(HubError, PermissionError):
-    """A request the Hub refused for lack of a (valid, sufficiently scoped) token."""
-
-
-class HubOfflineError(HubError):
-    """Offline mode (``HF_HUB_OFFLINE=1``) is on and what was asked for is not in the cache."""
-
-
-class HubConnectionError(HubError, ConnectionError):
-    """The Hub endpoint (``HF_ENDPOINT``) could not be reached, and nothing usable is cached."""
-
-
-class UnsafeRepoPathError(HubError):
-    """A repo file name that would land outside the target directory (absolute, ``..``, link)."""
 
 
 # ------------------------------------------------------------------------------ repo ids

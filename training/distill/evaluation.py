@@ -42,7 +42,6 @@ the whole evaluation (and once per task and chunk size for the whole process).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -55,18 +54,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from models.policy_vae import count_parameters
 from zoo.archive import Archive
-from zoo.archive_artifact import ArchiveArtifact, finite_or_none
+from zoo.archive_artifact import ArchiveArtifact
+from zoo.artifact import finite_or_none
 from zoo.cvt import cvt_centroids, nearest_centroid
 from zoo.errors import ConfigError, NonFiniteError, ShapeError
+from zoo.evaluation import evaluate_in_chunks, reevaluate, task_of
 from zoo.sequence import SampleFn, as_sample_fn
 from zoo.tasks.base import Task
-from zoo.tasks.locomotion import population_size
 
 __all__ = [
     "DEFAULT_JS_BINS",
     "archive_sample_fn",
-    "count_parameters",
     "evaluate_generator",
     "format_metrics",
     "generator_parameter_count",
@@ -146,12 +146,6 @@ def js_divergence(
         return float(np.sum(a[mask] * np.log(a[mask] / m[mask])))
 
     return min(max(0.5 * (kl(p) + kl(q)), 0.0), math.log(2.0))
-
-
-def count_parameters(tree: Any) -> int:
-    """Number of scalars in the floating-point arrays of ``tree`` (``eqx.is_inexact_array``)."""
-    leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
-    return int(sum(int(np.prod(x.shape)) for x in leaves))
 
 
 def policy_parameter_count(archive: Archive) -> int:
@@ -256,41 +250,6 @@ def archive_sample_fn(archive: Archive, noise: float = 0.0) -> SampleFn:
 
 # ---------------------------------------------------------------------- evaluation
 
-_TASKS: dict[str, Task] = {}
-
-
-def _task_for(artifact: ArchiveArtifact) -> Task:
-    """The artifact's task, one object per (name, kwargs) so compiled evaluations are shared."""
-    cfg = artifact.config["task"]
-    name = json.dumps([cfg["name"], cfg["kwargs"]], sort_keys=True)
-    if name not in _TASKS:
-        _TASKS[name] = artifact.make_task()
-    return _TASKS[name]
-
-
-@eqx.filter_jit
-def _evaluate_rollouts(
-    task: Task, policies: Any, key: PRNGKeyArray, rollouts: int
-) -> tuple[Float[Array, "batch rollouts"], Float[Array, "batch rollouts k"]]:
-    """Each of the ``B`` policies rolled out ``rollouts`` times: ``[B, R]``, ``[B, R, k]``.
-
-    The population is tiled ``R`` times (row ``r * B + b``) and evaluated with one key, so
-    under a stochastic reset every episode gets its own split of ``key``.
-    """
-    batch = population_size(policies)
-    tiled = jax.tree_util.tree_map(lambda x: jnp.concatenate([x] * rollouts, axis=0), policies)
-    result = task.evaluate(tiled, key)
-    fitness = result.fitness.reshape(rollouts, batch).T
-    descriptors = jnp.swapaxes(result.descriptors.reshape(rollouts, batch, -1), 0, 1)
-    return fitness, descriptors
-
-
-def _padded(rows: np.ndarray, size: int) -> np.ndarray:
-    """``rows`` padded to ``size`` by repeating its first entry."""
-    if rows.shape[0] == size:
-        return rows
-    return np.concatenate([rows, np.repeat(rows[:1], size - rows.shape[0], axis=0)])
-
 
 def _check_population(policies: Any, size: int, task: Task) -> None:
     """The sampler returned ``size`` finite policies; else a clear error."""
@@ -311,7 +270,7 @@ def _check_population(policies: Any, size: int, task: Task) -> None:
         )
 
 
-def _check_positive_int(name: str, value: Any) -> int:
+def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, given {value!r}")
     return int(value)
@@ -398,9 +357,9 @@ def evaluate_generator(
             f"archive must be an ArchiveArtifact (zoo.load_archive(name)), given "
             f"{type(archive).__name__}"
         )
-    batch_size = _check_positive_int("batch_size", batch_size)
-    js_bins = _check_positive_int("js_bins", js_bins)
-    task = _task_for(archive)
+    batch_size = _positive_int("batch_size", batch_size)
+    js_bins = _positive_int("js_bins", js_bins)
+    task = task_of(archive)
     if task.spec.genome != "policy":
         raise ConfigError(
             f"generators make policies; the archive's task {task.spec.name!r} has "
@@ -408,7 +367,7 @@ def evaluate_generator(
         )
     if rollouts is None:
         rollouts = 1 if task.spec.reset == "deterministic" else 5
-    rollouts = _check_positive_int("rollouts", rollouts)
+    rollouts = _positive_int("rollouts", rollouts)
     check = getattr(generator_or_sample_fn, "check_task", None)
     if callable(check):
         check(task)
@@ -429,31 +388,21 @@ def evaluate_generator(
     chunk = min(batch_size, n_requests)
     sample_key, eval_key = jax.random.split(key)
 
-    def chunks(n: int) -> list[np.ndarray]:
-        return [np.arange(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-
-    # Originals of the test set, re-evaluated the same way.
-    original_f, original_d = [], []
-    for i, rows in enumerate(chunks(n_test)):
-        policies = archive.genomes(_padded(test_cells[rows], chunk))
-        f, d = _evaluate_rollouts(task, policies, jax.random.fold_in(eval_key, i), rollouts)
-        original_f.append(np.asarray(f)[: rows.size])
-        original_d.append(np.asarray(d)[: rows.size])
-    original_fitness = np.concatenate(original_f)  # [n_test, R]
-    original_descriptors = np.concatenate(original_d)  # [n_test, R, k]
+    # Originals of the test set, re-evaluated the same way (row i shares its reset keys with
+    # request i: both are cut into chunks of the same size from row 0).
+    originals = reevaluate(archive, test_cells, batch_size=chunk, rollouts=rollouts, key=eval_key)
+    original_fitness = originals.episode_fitness  # [n_test, R]
+    original_descriptors = originals.episode_descriptors  # [n_test, R, k]
 
     # Generated policies for every occupied cell's measures.
-    generated_f, generated_d = [], []
-    for i, rows in enumerate(chunks(n_requests)):
-        policies = sample_fn(
-            jax.random.fold_in(sample_key, i), jnp.asarray(_padded(measures[rows], chunk))
-        )
+    def generated(i: int, rows: np.ndarray) -> Any:
+        policies = sample_fn(jax.random.fold_in(sample_key, i), jnp.asarray(measures[rows]))
         _check_population(policies, chunk, task)
-        f, d = _evaluate_rollouts(task, policies, jax.random.fold_in(eval_key, i), rollouts)
-        generated_f.append(np.asarray(f)[: rows.size])
-        generated_d.append(np.asarray(d)[: rows.size])
-    generated_fitness = np.concatenate(generated_f)  # [n_requests, R]
-    generated_descriptors = np.concatenate(generated_d)  # [n_requests, R, k]
+        return policies
+
+    generated_fitness, generated_descriptors = evaluate_in_chunks(
+        task, generated, n_requests, eval_key, batch_size=chunk, rollouts=rollouts
+    )  # [n_requests, R], [n_requests, R, k]
 
     errors = np.linalg.norm(generated_descriptors - measures[:, None, :], axis=-1)  # [n, R]
     test_fitness = generated_fitness[:n_test]

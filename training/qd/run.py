@@ -32,7 +32,8 @@ from training.qd.sharding import population_mesh, replicate
 from training.rundir import RunDir
 from zoo import tasks
 from zoo.archive import Archive, cvt_centroids
-from zoo.archive_artifact import ArchiveArtifact, archive_spec, finite_or_none, library_versions
+from zoo.archive_artifact import ArchiveArtifact, archive_spec
+from zoo.artifact import finite_or_none, library_versions
 from zoo.errors import ConfigError
 from zoo.serialization import dataclass_from_dict
 from zoo.tasks.base import Task, genome_template

@@ -34,17 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from training.qd.run import TrainConfig, train
 from zoo import catalog
-from zoo.archive_artifact import (
-    ARTIFACT_FILES,
-    ArchiveArtifact,
-    empty_archive,
-    finite_or_none,
-)
+from zoo.archive_artifact import ARTIFACT_FILES, ArchiveArtifact, empty_archive
+from zoo.artifact import finite_or_none
 from zoo.errors import ConfigError, UnknownNameError
+from zoo.evaluation import reevaluate, round_genomes
 from zoo.tasks.base import genome_template
 
 RECIPES_DIR = Path(__file__).parent
@@ -132,8 +130,9 @@ def reevaluate_elites(artifact: ArchiveArtifact, genome_dtype: str = "float32") 
     """The archive re-made from a standalone re-evaluation of its elites.
 
     Every elite's genome is rounded to ``genome_dtype`` (a no-op for ``float32``), re-evaluated
-    with the artifact's recorded protocol (task and constructor arguments, reset,
-    ``jax.random.key(evaluation seed)``) in batches of the training batch size, and inserted
+    with the artifact's recorded protocol (:func:`zoo.evaluation.reevaluate`: task and
+    constructor arguments, reset, ``jax.random.key(evaluation seed)``) in batches of the
+    training batch size, and inserted
     into an empty archive of the same spec. An elite whose re-evaluation lands in another cell
     competes there; one that turns non-finite is dropped. The config gains
     ``training.reevaluation`` with the genome dtype and the metrics before.
@@ -142,31 +141,21 @@ def reevaluate_elites(artifact: ArchiveArtifact, genome_dtype: str = "float32") 
         artifact: a trained archive artifact with its config.
         genome_dtype: ``float32`` or ``float16``, the dtype the genomes will be stored in.
     """
-    if genome_dtype not in ("float32", "float16"):
-        raise ConfigError(f"genome_dtype must be 'float32' or 'float16', got {genome_dtype!r}")
     config = artifact.config
-    task = artifact.make_task()
-    evaluate = jax.jit(task.evaluate)
-    seed = int(config.get("evaluation", {}).get("seed", 0))
     cells = artifact.elite_indices()
     batch = int(config.get("training", {}).get("batch_size", len(cells))) or 1
+    result = reevaluate(artifact, cells, batch_size=batch, genome_dtype=genome_dtype)
     template = genome_template(artifact.task_spec, artifact.policy_spec)
     centroids = (
         np.asarray(artifact.archive.centroids) if artifact.archive.tessellation == "cvt" else None
     )
     archive = empty_archive(config["archive"], template, centroids)
-    for start in range(0, len(cells), batch):
-        chunk = cells[start : start + batch]
-        padded = np.resize(chunk, batch)  # one compiled shape; the padding is dropped
-        genomes = jax.tree_util.tree_map(
-            lambda x: x.astype(genome_dtype).astype(x.dtype), artifact.genomes(padded)
-        )
-        result = evaluate(genomes, jax.random.key(seed))
-        n = len(chunk)
+    for start in range(0, len(cells), batch):  # inserted in the batches they were evaluated in
+        rows = slice(start, start + batch)
         archive, _ = archive.insert(
-            jax.tree_util.tree_map(lambda x, n=n: x[:n], genomes),
-            result.fitness[:n],
-            result.descriptors[:n],
+            round_genomes(artifact.genomes(cells[rows]), genome_dtype),
+            jnp.asarray(result.fitness[rows]),
+            jnp.asarray(result.descriptors[rows]),
         )
     before = {k: finite_or_none(v) for k, v in artifact.metrics().items()}
     training = {
@@ -306,7 +295,7 @@ class GeneratorRecipe:
                 f"{source}: missing keys {missing}, unknown keys {unknown}; "
                 f"expected {list(_GENERATOR_KEYS)}"
             )
-        from training.distill.run import DistillConfig
+        from training.distill import DistillConfig
 
         DistillConfig.from_dict(data["distill"])  # validate now, not after training
         return cls(**data)
@@ -323,8 +312,8 @@ def run_generator_recipe(
 ) -> Any:
     """Distil ``recipe.archive``, evaluate the generator with the paper's protocol, record the
     metrics and images in its config and card, save it to ``out`` and optionally bundle it."""
+    from training.distill import DistillConfig, distill
     from training.distill.evaluation import evaluate_generator, record_in_generator
-    from training.distill.run import DistillConfig, distill
     from zoo.archive_artifact import load_archive
 
     archive = load_archive(recipe.archive)

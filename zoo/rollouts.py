@@ -1,0 +1,140 @@
+"""Sampling policies from a generator, rolling them out, and rendering a rollout.
+
+::
+
+    import zoo
+    from zoo.rollouts import render_html, sample_rollouts
+
+    generator = zoo.load_generator("walker2d-uni-ldm")
+    out = sample_rollouts(generator, [[0.2, 0.8], [0.8, 0.2]], num_samples=2, seed=0)
+    print(out.achieved - out.requested, out.returns)
+    first = jax.tree_util.tree_map(lambda x: x[0], out.policies)
+    render_html(out.task, first, out.reset_key, "rollout.html")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jaxtyping import ArrayLike, Float, PRNGKeyArray
+
+from zoo.errors import ConfigError
+from zoo.tasks.base import Task
+
+__all__ = ["SampledRollouts", "can_render", "render_html", "sample_rollouts"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledRollouts:
+    """Policies sampled for requested measures, each rolled out once.
+
+    Attributes:
+        task: the generator's task (what the policies were rolled out on).
+        policies: the population of ``C * n`` policies, all samples of condition 0 first.
+        requested: ``[C * n, k]`` the measure each policy was sampled for (clipped to the
+            descriptor bounds when sampling clipped them).
+        achieved: ``[C * n, k]`` the descriptors of its rollout.
+        returns: ``[C * n]`` the return of its rollout.
+        reset_key: the reset key of the first policy's episode (to replay or render it).
+    """
+
+    task: Task
+    policies: Any
+    requested: Float[np.ndarray, "batch k"]
+    achieved: Float[np.ndarray, "batch k"]
+    returns: Float[np.ndarray, " batch"]
+    reset_key: PRNGKeyArray
+
+    @property
+    def errors(self) -> Float[np.ndarray, " batch"]:
+        """``[C * n]`` Euclidean distance between requested and achieved measures."""
+        return np.sqrt(((self.requested - self.achieved) ** 2).sum(axis=1))
+
+
+def sample_rollouts(
+    generator: Any,
+    measures: Float[ArrayLike, "conditions k"],
+    num_samples: int,
+    seed: int,
+    *,
+    sampler: str = "ddim",
+    steps: int | None = None,
+    guidance: float = 1.0,
+    clip: bool = False,
+) -> SampledRollouts:
+    """Sample ``num_samples`` policies per condition and roll each out once on its task.
+
+    Args:
+        generator: a :class:`zoo.generator.Generator` (or anything with its ``make_task``,
+            ``sample``, ``descriptor_low`` and ``descriptor_high``).
+        measures: ``[C, k]`` requested measures.
+        num_samples: policies per condition.
+        seed: one seed for sampling and for the (stochastic) resets.
+        sampler, steps, guidance, clip: as for :meth:`zoo.generator.Generator.sample`.
+
+    Raises:
+        ConfigError: ``num_samples`` below 1, or what ``generator.sample`` refuses.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(
+            f"num_samples must be an integer >= 1 (policies per condition), given {num_samples!r}"
+        )
+    task = generator.make_task()
+    sample_key, eval_key = jax.random.split(jax.random.key(seed))
+    policies = generator.sample(
+        sample_key,
+        measures,
+        num_samples=num_samples,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        clip=clip,
+    )
+    result = jax.jit(task.evaluate)(policies, eval_key)
+    requested = np.repeat(np.asarray(measures, np.float32), num_samples, axis=0)
+    if clip:
+        requested = np.clip(requested, generator.descriptor_low, generator.descriptor_high)
+    return SampledRollouts(
+        task=task,
+        policies=policies,
+        requested=requested,
+        achieved=np.asarray(result.descriptors),
+        returns=np.asarray(result.fitness),
+        # Task.evaluate resets episode i from split(key, batch)[i] (stochastic resets).
+        reset_key=jax.random.split(eval_key, requested.shape[0])[0],
+    )
+
+
+def can_render(task: Task) -> bool:
+    """Whether ``task`` has a 3-D scene :func:`render_html` can show (a Brax task)."""
+    return hasattr(task, "rollout_states")
+
+
+def render_html(task: Task, policy: Any, key: PRNGKeyArray, path: str | Path) -> Path:
+    """Write brax's HTML viewer of one rollout of ``policy`` (no batch axis) to ``path``.
+
+    Args:
+        task: a Brax task (one with ``rollout_states``).
+        policy: one policy of the task's spec.
+        key: the reset key of the episode (ignored by deterministic resets).
+        path: the HTML file to write (its folder is created).
+
+    Raises:
+        ConfigError: a task without a 3-D scene.
+    """
+    if not can_render(task):
+        raise ConfigError(
+            f"rendering needs a Brax task with a 3-D scene; the task {task.spec.name!r} has "
+            "none. Render a policy of a Brax task (e.g. walker2d-uni) instead"
+        )
+    from brax.io import html
+
+    states = task.rollout_states(policy, key)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html.render(task.env.sys, states))
+    return path

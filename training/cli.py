@@ -518,8 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an archive")
     p.add_argument("--task", required=True)
-    p.add_argument("--algo", default="map-elites")
-    p.add_argument("--evaluations", type=int, default=10_000)
+    p.add_argument("--algo", default="map-elites", help="QD algorithm (default: map-elites)")
+    p.add_argument(
+        "--evaluations",
+        type=int,
+        default=10_000,
+        help="budget of evaluations spent, those of emitters outside the archive included",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--episode-length", type=int, default=None)
     p.add_argument(

@@ -183,3 +183,39 @@ def test_budget_sets_the_iterations() -> None:
     run = Run(TrainConfig(**{**TOY.to_dict(), "evaluations": 100}))
     assert run.evaluations_per_iteration == 2 * BATCH
     assert run.iterations == 4  # ceil(100 / 32)
+
+
+class _Told(Emitter):
+    """Reports how many genomes its ``tell`` received."""
+
+    size: int
+    whole: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.size
+
+    @property
+    def tells_on_whole_batch(self) -> bool:
+        return self.whole
+
+    def ask(
+        self, key: jax.Array, state: Any, archive: Archive, evaluate: EvaluateFn
+    ) -> tuple[Any, Any]:
+        return archive.sample(key, self.size)[0], state
+
+    def tell(self, key, state, archive, genomes, evaluation, insert_info, evaluate):  # type: ignore[no-untyped-def]
+        told = evaluation.fitness.shape[0]
+        assert genomes.shape[0] == insert_info.status.shape[0] == told
+        return state, {"told": jnp.asarray(told)}
+
+
+def test_multi_emitter_slices_or_whole_batch() -> None:
+    task = make("lp-sphere", dimension=4)
+    emitter = MultiEmitter([_Told(3), _Told(5, whole=True)], names=("own", "all"))
+    assert emitter.batch_size == 8
+    archive = Archive.grid(jnp.zeros(4), (3, 3), (-1.0, -1.0), (1.0, 1.0))
+    state = init_state(task, emitter, archive, jax.random.key(0), None)
+    _, metrics = jax.jit(make_step(task, emitter))(state)
+    assert int(metrics["own/told"]) == 3
+    assert int(metrics["all/told"]) == 8

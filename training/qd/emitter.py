@@ -69,6 +69,14 @@ class Emitter(eqx.Module):
         return False
 
     @property
+    def tells_on_whole_batch(self) -> bool:
+        """In a :class:`~training.qd.multi_emitter.MultiEmitter`, whether ``tell`` receives
+        the whole batch (every emitter's genomes, evaluation and insertion info) instead of
+        its own slice: for learners whose data is every offspring's transitions (a TD3
+        critic's replay buffer, ASCII-ME's trajectory buffer)."""
+        return False
+
+    @property
     def extra_evaluations(self) -> int:
         """Genomes evaluated per iteration through ``evaluate`` (outside the archive)."""
         return 0

@@ -2,7 +2,9 @@
 
 A :class:`MultiEmitter` asks each of its emitters for its share, concatenates the genomes in
 emitter order, and in ``tell`` hands every emitter its own slice of the genomes, of the
-evaluation (transitions included) and of the insertion info. Its state is the tuple of the
+evaluation (transitions included) and of the insertion info; an emitter whose
+``tells_on_whole_batch`` is True (a learner fed by every offspring's transitions) gets the
+whole batch instead. Its state is the tuple of the
 emitters' states; its metrics are theirs, prefixed with the emitter's name
 (``"pg/critic_loss"``). Per-elite extras are the union of the emitters' extras, computed on
 the whole batch (every solution is inserted, whoever asked for it).
@@ -125,16 +127,12 @@ class MultiEmitter(Emitter):
         states, metrics = [], {}
         parts = zip(self.names, self.emitters, keys, state, self._offsets(), strict=True)
         for name, emitter, k, s, start in parts:
-            size = emitter.batch_size
-            s, m = emitter.tell(
-                k,
-                s,
-                archive,
-                _slice(genomes, start, size),
-                _slice(evaluation, start, size),
-                _slice(insert_info, start, size),
-                evaluate,
-            )
+            if emitter.tells_on_whole_batch:
+                told = (genomes, evaluation, insert_info)
+            else:
+                size = emitter.batch_size
+                told = tuple(_slice(x, start, size) for x in (genomes, evaluation, insert_info))
+            s, m = emitter.tell(k, s, archive, *told, evaluate)
             states.append(s)
             metrics.update({f"{name}/{metric}": value for metric, value in m.items()})
         return tuple(states), metrics

@@ -3,6 +3,7 @@
 Knows nothing of tasks or files.
 """
 
+from models.critic import QNetwork, TwinCritic
 from models.denoiser import ConditionalDenoiser, MeasureEncoder, timestep_embedding
 from models.diffusion import (
     DiffusionSchedule,
@@ -41,6 +42,8 @@ __all__ = [
     "PolicyParameters",
     "PolicySpec",
     "PolicyVAE",
+    "QNetwork",
+    "TwinCritic",
     "archive_statistics",
     "classifier_free_guidance",
     "cosine_schedule",

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,84 @@ def test_unreachable_endpoint_names_hf_endpoint(
     with pytest.raises(errors.HubConnectionError, match=dead):
         hub.push_directory(artifact, REPO, token=hub_server.token)
     assert not (tmp_path / "out").exists()
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(connection)
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        for connection in self.accepted:
+            connection.close()
+        self.sock.close()
+
+
+def test_a_silent_endpoint_times_out(
+    hub_server: HubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that accepts and never answers: every call ends with HubConnectionError."""
+    import time
+
+    import zoo
+
+    with SilentServer() as silent:
+        monkeypatch.setattr(constants, "ENDPOINT", silent.endpoint)
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            silent.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        )
+        monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "0.3")
+        monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.3")
+        assert hub.timeouts() == (0.3, 0.3)
+        start = time.monotonic()
+        with pytest.raises(errors.HubConnectionError, match="HF_ENDPOINT"):
+            hub.resolve_local_or_hub(REPO)
+        with pytest.raises(errors.HubConnectionError, match="HF_ENDPOINT"):
+            hub.download_to(REPO, tmp_path / "out")
+        with pytest.raises(errors.HubConnectionError, match="HF_ENDPOINT"):
+            hub.resolve_file(REPO, "config.json")
+        with pytest.raises(errors.HubConnectionError, match="HF_ENDPOINT"):
+            zoo.load_archive("ns/x")
+        with pytest.raises(errors.HubConnectionError, match="timed out"):
+            hub.push_directory(make_artifact(tmp_path / "a"), REPO, token=hub_server.token)
+        assert time.monotonic() - start < 20
+        assert silent.accepted  # the client did connect, then gave up waiting
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_timeout_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_ETAG_TIMEOUT", raising=False)
+    monkeypatch.delenv("HF_HUB_DOWNLOAD_TIMEOUT", raising=False)
+    assert hub.timeouts() == (hub.DEFAULT_TIMEOUT_S, hub.DEFAULT_TIMEOUT_S)
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(errors.ConfigError, match="HF_HUB_DOWNLOAD_TIMEOUT must be a positive"):
+        hub.timeouts()
 
 
 # ------------------------------------------------------------------------------ auth

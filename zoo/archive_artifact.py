@@ -18,9 +18,15 @@ import numpy as np
 
 from models.policy import PolicySpec
 from zoo.archive import Archive
-from zoo.artifact import Artifact, finite_or_none
-from zoo.errors import ArtifactError, ConfigError, MissingDependencyError, ShapeError
-from zoo.serialization import arrays_to_tree, load_arrays, tree_to_arrays
+from zoo.artifact import POLICY_FIELDS, TASK_FIELDS, Artifact, finite_or_none
+from zoo.errors import (
+    ArtifactError,
+    ConfigError,
+    MissingDependencyError,
+    NonFiniteError,
+    ShapeError,
+)
+from zoo.serialization import FIX_LOADED, Field, arrays_to_tree, load_arrays, tree_to_arrays
 from zoo.tasks.base import TaskSpec, genome_template
 
 if TYPE_CHECKING:
@@ -35,6 +41,26 @@ ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HEATMAP_NAME, "metrics.j
 """The files of an artifact directory that are published (a run's checkpoint/ is not)."""
 DATA_RETURN_TYPES = ("dict", "pandas")
 """What :meth:`ArchiveArtifact.data` can return."""
+
+CONFIG_FIELDS: tuple[Field, ...] = (
+    *TASK_FIELDS,
+    *POLICY_FIELDS,
+    Field("archive", "dict"),
+    Field("archive.tessellation", "str", choices=("grid", "cvt")),
+    Field("archive.grid_shape", "list[positive int]", nullable=True, optional=True),
+    Field("archive.num_cells", "positive int"),
+    Field("archive.low", "list[number]"),
+    Field("archive.high", "list[number]"),
+    Field("archive.learning_rate", "finite number"),
+    Field("archive.threshold_min", "finite number", nullable=True),
+    Field("archive.qd_offset", "finite number"),
+    Field("archive.descriptor_names", "list[str]", optional=True),
+    Field("genome_dtype", "str", optional=True, choices=("float32", "float16")),
+)
+"""The schema of an archive's ``config.json`` (``docs/FORMAT.md``), checked on save and load."""
+
+STORED_ARRAYS = ("cells", "fitness", "descriptors", "thresholds", "centroids")
+"""The arrays of ``archive.safetensors`` besides ``genomes*`` and ``extras.*``."""
 
 
 def archive_spec(archive: Archive, descriptor_names: tuple[str, ...]) -> dict[str, Any]:
@@ -93,6 +119,7 @@ class ArchiveArtifact(Artifact):
     written_by: ClassVar[str] = "ArchiveArtifact.save_pretrained or `qdzoo train`"
     description: ClassVar[str] = "archive"
     published_files: ClassVar[tuple[str, ...]] = ARTIFACT_FILES
+    config_fields: ClassVar[tuple[Field, ...]] = CONFIG_FIELDS
 
     def __init__(self, archive: Archive, config: dict[str, Any]) -> None:
         self.archive = archive
@@ -298,14 +325,63 @@ class ArchiveArtifact(Artifact):
 
     @classmethod
     def _check_contents(cls, config: dict[str, Any], path: Path, version: int) -> None:
-        for key in ("task", "archive", "files"):
-            if key not in config:
-                raise ArtifactError(f"{path}/config.json lacks the {key!r} section")
+        check_archive_config(config, f"{path}/config.json")
 
     @classmethod
     def _from_checked_directory(cls, path: Path, config: dict[str, Any]) -> ArchiveArtifact:
         arrays = load_arrays(path / WEIGHTS_NAME)
         return cls(build_archive(config, arrays, path), config)
+
+
+def check_archive_config(config: dict[str, Any], where: str) -> None:
+    """What the schema cannot say: sizes that must agree, the policy of a policy genome.
+
+    Raises:
+        ArtifactError: a mismatch, named with its key paths.
+    """
+    spec, archive = config["task"]["spec"], config["archive"]
+    k = len(spec["descriptor_names"])
+    sizes = {
+        "task.spec.descriptor_low": len(spec["descriptor_low"]),
+        "task.spec.descriptor_high": len(spec["descriptor_high"]),
+        "archive.low": len(archive["low"]),
+        "archive.high": len(archive["high"]),
+    }
+    if "descriptor_names" in archive:
+        sizes["archive.descriptor_names"] = len(archive["descriptor_names"])
+    wrong = {key: n for key, n in sizes.items() if n != k}
+    if k == 0 or wrong:
+        raise ArtifactError(
+            f"{where}: every descriptor list must have one entry per descriptor "
+            f"(task.spec.descriptor_names has {k}), got {wrong or 'none'}; {FIX_LOADED}"
+        )
+    if archive["tessellation"] == "grid":
+        shape = archive.get("grid_shape")
+        if not shape or len(shape) != k or math.prod(shape) != archive["num_cells"]:
+            raise ArtifactError(
+                f"{where}: a grid archive needs archive.grid_shape, {k} positive integers whose "
+                f"product is archive.num_cells ({archive['num_cells']}), got {shape}; "
+                f"{FIX_LOADED}"
+            )
+    if spec["genome"] == "policy" and config["policy"] is None:
+        raise ArtifactError(
+            f"{where}: task.spec.genome is 'policy', so 'policy' must describe the MLP "
+            f"(observation_size, action_size, ...), got null; {FIX_LOADED}"
+        )
+    if spec["genome"] == "vector" and not isinstance(spec.get("genome_size"), int):
+        raise ArtifactError(
+            f"{where}: task.spec.genome is 'vector', so task.spec.genome_size must be a "
+            f"positive integer, got {spec.get('genome_size')!r}; {FIX_LOADED}"
+        )
+    try:
+        task_spec = TaskSpec(**spec)
+        policy = None if config["policy"] is None else PolicySpec.from_dict(config["policy"])
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(
+            f"{where}: task.spec or policy describes nothing this qdzoo can build ({err}); "
+            f"{FIX_LOADED}"
+        ) from err
+    del task_spec, policy
 
 
 def _data_frame(
@@ -349,14 +425,43 @@ def build_archive(config: dict[str, Any], arrays: dict[str, np.ndarray], path: P
     task_spec = ArchiveArtifact(None, config).task_spec  # type: ignore[arg-type]
     policy = None if config.get("policy") is None else PolicySpec.from_dict(config["policy"])
     template = genome_template(task_spec, policy)
-    try:
-        cells = arrays["cells"].astype(np.int64)
-    except KeyError as err:
-        raise ArtifactError(f"{path}/{WEIGHTS_NAME} has no 'cells' array") from err
-    n = cells.shape[0]
+    where = f"{path}/{WEIGHTS_NAME}"
+    unknown = sorted(
+        k
+        for k in arrays
+        if k not in STORED_ARRAYS and not (k == "genomes" or k.startswith(("genomes.", "extras.")))
+    )
+    if unknown:
+        raise ArtifactError(
+            f"{where} holds arrays an archive does not have: {unknown}; expected only "
+            f"{list(STORED_ARRAYS[:4])}, 'centroids' (CVT), 'genomes.*' and 'extras.*'. The "
+            "file was written by another program or edited: save or download it again"
+        )
+    if "cells" not in arrays:
+        raise ArtifactError(f"{where} has no 'cells' array; save or download the archive again")
+    raw_cells = arrays["cells"]
+    if not np.issubdtype(raw_cells.dtype, np.integer):
+        raise ArtifactError(
+            f"{where}: 'cells' must hold integer cell indices (int64), got dtype "
+            f"{raw_cells.dtype}; save or download the archive again"
+        )
+    cells = raw_cells.astype(np.int64)
+    n = cells.shape[0] if cells.ndim else 0
     num_cells = int(spec["num_cells"])
     if cells.ndim != 1 or (n and (cells.min() < 0 or cells.max() >= num_cells)):
-        raise ShapeError(f"{path}: cell indices must be a vector in [0, {num_cells})")
+        raise ShapeError(
+            f"{where}: 'cells' must be a vector of indices in [0, {num_cells}) (archive."
+            f"num_cells), got shape {cells.shape}"
+            + (f" with values in [{cells.min()}, {cells.max()}]" if cells.size else "")
+            + "; save or download the archive again"
+        )
+    unique, counts = np.unique(cells, return_counts=True)
+    if unique.size != n:
+        raise ArtifactError(
+            f"{where}: the cells {unique[counts > 1][:10].tolist()} appear more than once; each "
+            f"occupied cell holds one elite ({n} rows, {unique.size} distinct cells). Save or "
+            "download the archive again"
+        )
     extras_template = {
         k[len("extras.") :]: jnp.zeros(v.shape[1:], v.dtype)
         for k, v in arrays.items()
@@ -381,6 +486,17 @@ def build_archive(config: dict[str, Any], arrays: dict[str, np.ndarray], path: P
         if name not in arrays or arrays[name].shape != shape:
             got = arrays[name].shape if name in arrays else "nothing"
             raise ShapeError(f"{path}: {name} should have shape {shape}, got {got}")
+    _check_finite(arrays, cells, where)
+    expected_cells = np.asarray(archive.cell_index(jnp.asarray(arrays["descriptors"])))
+    moved = np.flatnonzero(expected_cells != cells)
+    if n and moved.size:
+        raise ArtifactError(
+            f"{where}: {moved.size} of {n} elites are stored in another cell than their "
+            f"descriptors fall into with the config's tessellation (rows {moved[:10].tolist()}; "
+            f"e.g. row {moved[0]} is in cell {cells[moved[0]]}, its descriptors in cell "
+            f"{expected_cells[moved[0]]}). archive.grid_shape, low/high or the centroids "
+            "do not match the stored cells: save or download the archive again"
+        )
     idx = jnp.asarray(cells)
     genomes = jax.tree_util.tree_map(
         lambda full, rows: full.at[idx].set(rows), archive.genomes, stored
@@ -400,6 +516,28 @@ def build_archive(config: dict[str, Any], arrays: dict[str, np.ndarray], path: P
             extras,
         ),
     )
+
+
+def _check_finite(arrays: dict[str, np.ndarray], cells: np.ndarray, where: str) -> None:
+    """Refuse NaN or infinite values in the stored rows (elites are finite by construction).
+
+    Raises:
+        NonFiniteError: names the array, the rows and their cells.
+    """
+    for name in sorted(arrays):
+        if name not in ("fitness", "descriptors", "thresholds") and not name.startswith("genomes"):
+            continue
+        values = arrays[name]
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise NonFiniteError(
+                f"{where}: {name!r} holds NaN or infinite values in {rows.size} row(s) "
+                f"{rows[:10].tolist()} (cells {cells[rows[:10]].tolist()}); an archive stores "
+                "only finite elites. The file is corrupted: save or download it again"
+            )
 
 
 def load_archive(

@@ -38,18 +38,32 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from zoo import tasks
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, ConfigError
 from zoo.serialization import (
+    FIX_LOADED,
+    Field,
     check_artifact_header,
+    check_fields,
+    finalise_tree,
+    fsync_directory,
     read_json,
     save_arrays,
     sha256_file,
     verify_sha256,
     write_json,
+    write_text,
 )
 from zoo.tasks.base import Task
 
-__all__ = ["CARD_NAME", "CONFIG_NAME", "Artifact", "finite_or_none", "library_versions"]
+__all__ = [
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "POLICY_FIELDS",
+    "TASK_FIELDS",
+    "Artifact",
+    "finite_or_none",
+    "library_versions",
+]
 
 CONFIG_NAME = "config.json"
 """The config file at the root of every artifact directory."""
@@ -59,6 +73,63 @@ KIND_LOADERS = {"archive": "zoo.load_archive", "generator": "zoo.load_generator"
 """The loader of each artifact kind (named in the error for a directory of another kind)."""
 
 ArtifactT = TypeVar("ArtifactT", bound="Artifact")
+
+_SIZE = ("positive int", True, True)  # kind, nullable, optional
+TASK_FIELDS: tuple[Field, ...] = (
+    Field("task", "dict"),
+    Field("task.name", "str"),
+    Field("task.kwargs", "dict"),
+    Field("task.spec", "dict"),
+    Field("task.spec.name", "str"),
+    Field("task.spec.kwargs", "dict"),
+    Field("task.spec.genome", "str", choices=("policy", "vector")),
+    Field("task.spec.descriptor_names", "list[str]"),
+    Field("task.spec.descriptor_low", "list[number]"),
+    Field("task.spec.descriptor_high", "list[number]"),
+    Field("task.spec.episode_length", "positive int"),
+    Field("task.spec.qd_offset", "finite number"),
+    Field("task.spec.reset", "str", choices=("deterministic", "stochastic")),
+    Field("task.spec.genome_size", *_SIZE),
+    Field("task.spec.observation_size", *_SIZE),
+    Field("task.spec.action_size", *_SIZE),
+    Field("task.spec.min_fitness", "number", nullable=True, optional=True),
+    Field("task.spec.max_fitness", "number", nullable=True, optional=True),
+)
+"""The ``task`` section of every artifact config (``docs/FORMAT.md``)."""
+
+POLICY_FIELDS: tuple[Field, ...] = (
+    Field("policy", "dict", nullable=True),
+    Field("policy.observation_size", "positive int"),
+    Field("policy.action_size", "positive int"),
+    Field("policy.hidden_sizes", "list[positive int]", optional=True),
+    Field("policy.activation", "str", optional=True),
+    Field("policy.output_activation", "str", optional=True),
+    Field("policy.normalise_observations", "bool", optional=True),
+)
+"""The ``policy`` section (``null`` for vector genomes)."""
+
+_FIX_SAVED = "fix the artifact's config before saving it"
+
+
+def _check_file_record(name: str, record: Any, where: str) -> None:
+    """Refuse a ``files`` entry without a well-formed sha256 (and integer size)."""
+    key = f"files[{name!r}]"
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if any(part in ("", ".", "..") for part in parts) or "\\" in name:
+        raise ArtifactError(
+            f"{where}: {key} is not a relative file name inside the artifact (no '..', no "
+            f"leading '/'); {FIX_LOADED}"
+        )
+    if not isinstance(record, dict):
+        raise ArtifactError(
+            f"{where}: {key} must be an object with 'sha256' and 'bytes', got "
+            f"{record!r:.80}; {FIX_LOADED}"
+        )
+    check_fields(
+        record,
+        (Field("sha256", "sha256"), Field("bytes", "int", optional=True)),
+        f"{where} {key}",
+    )
 
 
 def finite_or_none(x: float) -> float | None:
@@ -99,6 +170,8 @@ class Artifact:
     """What the artifact is, in the default commit message (``Upload <task> <description>``)."""
     published_files: ClassVar[tuple[str, ...]]
     """The files of a directory that are published (a run's ``checkpoint/`` is not)."""
+    config_fields: ClassVar[tuple[Field, ...]] = ()
+    """The schema of ``config.json`` (besides ``files``), checked on save and on load."""
 
     config: dict[str, Any]
     path: Path | None
@@ -159,6 +232,9 @@ class Artifact:
         config["artifact"] = self.kind
         self._prepare_config(config, **options)
         config.setdefault("library_versions", library_versions())
+        check_fields(
+            config, self.config_fields, f"the {self.kind} config", fix=_FIX_SAVED, error=ConfigError
+        )
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-save-") as tmp_name:
             tmp = Path(tmp_name)
@@ -172,11 +248,18 @@ class Artifact:
                 }
             config["files"] = files
             names = [*files, *self._write_extra_files(tmp, path, config, **options)]
-            (tmp / CARD_NAME).write_text(self._render_card(config, path, **options))
+            write_text(tmp / CARD_NAME, self._render_card(config, path, **options))
             write_json(tmp / CONFIG_NAME, config)
+            finalise_tree(tmp)  # modes from the umask, contents on disk before any rename
+            folders = {path}
             for name in [*names, CARD_NAME, CONFIG_NAME]:
                 (path / name).parent.mkdir(parents=True, exist_ok=True)
+                if name == CONFIG_NAME:  # every other file is in place (and on disk) first
+                    for folder in folders:
+                        fsync_directory(folder)
                 os.replace(tmp / name, path / name)
+                folders.add((path / name).parent)
+            fsync_directory(path)
         self.config = config
         self.path = path
         return path
@@ -197,12 +280,23 @@ class Artifact:
         version = check_artifact_header(
             config, path, cls.kind, cls.format_version, cls.written_by, hint
         )
+        where = f"{path}/config.json"
+        check_fields(config, cls.config_fields, where)
         cls._check_contents(config, path, version)
-        if not isinstance(config.get("files"), dict):
-            raise ArtifactError(f"{path}/config.json lacks the 'files' section")
+        files = config.get("files")
+        if not isinstance(files, dict):
+            raise ArtifactError(
+                f"{where} lacks the 'files' section (expected an object of sha256 and bytes "
+                f"per weight file); {FIX_LOADED}"
+            )
         for name in cls._required_weight_files(config):
-            if name not in config["files"]:
-                raise ArtifactError(f"{path}/config.json records no checksum for {name}")
+            if name not in files:
+                raise ArtifactError(
+                    f"{where} records no checksum for {name} (expected files[{name!r}] with "
+                    f"'sha256' and 'bytes'); {FIX_LOADED}"
+                )
+        for name, record in files.items():
+            _check_file_record(name, record, where)
 
     @classmethod
     def verify_files(cls, config: dict[str, Any], path: Path) -> None:

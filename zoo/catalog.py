@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ArtifactError, UnknownModelError, UnknownNameError
+from zoo.errors import ArtifactError, InvalidRepoIdError, UnknownModelError, UnknownNameError
 
 DATA_DIR = Path(__file__).parent / "data"
 """The package's data folder: ``catalog.json`` and the bundled artifacts."""
@@ -155,9 +155,9 @@ def write_entry(entry: CatalogEntry, path: Path | None = None) -> None:
     else:
         entries.append(entry)
     text = json.dumps({"models": [e.to_dict() for e in entries]}, indent=2) + "\n"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from zoo.serialization import write_text
+
+    write_text(path, text)
 
 
 __all__ = [
@@ -169,6 +169,11 @@ __all__ = [
     "names",
     "write_entry",
 ]
+
+
+def article(word: str) -> str:
+    """``word`` with its indefinite article: ``an archive``, ``a generator``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def resolve_artifact(
@@ -189,10 +194,16 @@ def resolve_artifact(
         UnknownModelError: a name without ``/`` that is neither a catalog name nor a directory.
         HubError: the repo could not be fetched (see :mod:`zoo.hub`).
     """
+    if isinstance(name_or_path, str) and not name_or_path.strip():
+        raise InvalidRepoIdError(
+            f"got an empty name; expected a catalog name ({', '.join(names()) or 'none'}), the "
+            f"path of {article(kind)} directory (write the current directory as '.') or a Hub "
+            "repo id such as 'qdzoo/ant-archive'"
+        )
     if isinstance(name_or_path, str) and (entry := find_entry(name_or_path)):
         if entry.kind != kind:
             raise ArtifactError(
-                f"catalog entry {name_or_path!r} is an {entry.kind}, not a {kind}; "
+                f"catalog entry {name_or_path!r} is {article(entry.kind)}, not {article(kind)}; "
                 f"load it with zoo.load_{entry.kind}({name_or_path!r}), or pick one of "
                 f"{[e.name for e in list_models(kind)]}"
             )

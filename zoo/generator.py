@@ -48,7 +48,7 @@ from models.diffusion import (
 )
 from models.policy import MLPPolicy, PolicySpec
 from models.policy_vae import PolicyVAE, count_parameters
-from zoo.artifact import Artifact
+from zoo.artifact import POLICY_FIELDS, TASK_FIELDS, Artifact
 from zoo.errors import (
     ArtifactError,
     ConfigError,
@@ -59,6 +59,8 @@ from zoo.errors import (
     UnknownNameError,
 )
 from zoo.serialization import (
+    FIX_LOADED,
+    Field,
     arrays_to_tree,
     leaf_name,
     load_arrays,
@@ -274,6 +276,45 @@ def _sample_latents(
 # ---------------------------------------------------------------------------- generator
 
 
+CONFIG_FIELDS: tuple[Field, ...] = (
+    *TASK_FIELDS,
+    *POLICY_FIELDS,
+    Field("policy", "dict"),
+    Field("descriptors", "dict"),
+    Field("descriptors.names", "list[str]"),
+    Field("descriptors.low", "list[number]"),
+    Field("descriptors.high", "list[number]"),
+    Field("diffusion", "dict"),
+    Field("diffusion.schedule", "str"),
+    Field("diffusion.num_timesteps", "positive int"),
+    Field("diffusion.clip_x0", "finite number", nullable=True, optional=True),
+    Field("latent_scale", "finite number"),
+    Field("vae", "dict"),
+    Field("denoiser", "dict"),
+    Field("condition_encoder", "dict"),
+)
+"""The schema of a generator's ``config.json`` (``docs/FORMAT.md``), checked on save and load."""
+
+
+def as_key(key: Any) -> PRNGKeyArray:
+    """A PRNG key from ``key``: a key as is, an integer as the seed of ``jax.random.key``.
+
+    Raises:
+        ConfigError: anything else (says how to make a key).
+    """
+    if isinstance(key, int | np.integer) and not isinstance(key, bool | np.bool_):
+        return jax.random.key(int(key))
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ():
+        return key
+    if dtype == jnp.uint32 and getattr(key, "shape", None) == (2,):  # jax.random.PRNGKey(seed)
+        return key
+    raise ConfigError(
+        f"key must be a JAX PRNG key or an integer seed, got {type(key).__name__} "
+        f"{key!r:.60}; pass e.g. jax.random.key(0) (split it for several calls) or 0"
+    )
+
+
 class Generator(Artifact):
     """A policy VAE, a conditional latent denoiser and its measure encoder, with their config.
 
@@ -300,6 +341,7 @@ class Generator(Artifact):
     written_by: ClassVar[str] = "Generator.save_pretrained or `qdzoo distill`"
     description: ClassVar[str] = "policy generator"
     published_files: ClassVar[tuple[str, ...]] = ARTIFACT_FILES
+    config_fields: ClassVar[tuple[Field, ...]] = CONFIG_FIELDS
 
     def __init__(
         self,
@@ -501,7 +543,7 @@ class Generator(Artifact):
 
     def sample_latents(
         self,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | int,
         measures: ArrayLike,
         num_samples: int = 1,
         *,
@@ -512,6 +554,7 @@ class Generator(Artifact):
     ) -> Float[Array, "batch latent"]:
         """VAE latents ``[n * num_samples, latent]`` for measures ``[n, k]`` (or ``[k]``),
         all samples of measure 0 first; the arguments are those of :meth:`sample`."""
+        key = as_key(key)
         conditions = self.normalise_measures(measures, clip=clip)
         if not isinstance(num_samples, int | np.integer) or num_samples < 1:
             raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
@@ -557,7 +600,7 @@ class Generator(Artifact):
 
     def sample(
         self,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | int,
         measures: ArrayLike,
         num_samples: int = 1,
         *,
@@ -569,7 +612,8 @@ class Generator(Artifact):
         """Sample policies for the requested measures.
 
         Args:
-            key: PRNG key (same key, same arguments -> the same policies).
+            key: PRNG key (same key, same arguments -> the same policies), or an integer
+                seed (``jax.random.key(seed)``).
             measures: ``[n, k]`` requested measures, or one ``[k]``, in the descriptor units
                 of the source archive (``descriptor_low`` .. ``descriptor_high``).
             num_samples: policies per requested measure.
@@ -589,7 +633,7 @@ class Generator(Artifact):
         Raises:
             ShapeError: measures of the wrong dimension.
             ConfigError: measures outside the bounds (without ``clip``), bad ``steps``,
-                ``num_samples`` or ``guidance``.
+                ``num_samples``, ``guidance`` or ``key``.
             UnknownNameError: an unknown sampler.
             NonFiniteError: some decoded parameters are NaN or infinite (none is returned).
         """
@@ -710,16 +754,25 @@ class Generator(Artifact):
                 f"{OLDEST_READABLE_VERSION} to {FORMAT_VERSION}. Distil it again from its "
                 "archive (`qdzoo distill ARCHIVE --out DIR`)."
             )
-        required = ("task", "policy", "descriptors", "diffusion", "latent_scale", "files")
-        for key in (*required, *COMPONENTS):
-            if key not in config:
-                raise ArtifactError(f"{path}/config.json lacks the {key!r} entry")
+        where = f"{path}/config.json"
+        k = len(config["descriptors"]["names"])
+        sizes = {f"descriptors.{b}": len(config["descriptors"][b]) for b in ("low", "high")}
+        if k == 0 or any(n != k for n in sizes.values()):
+            raise ArtifactError(
+                f"{where}: descriptors.low and descriptors.high must have one entry per "
+                f"descriptor (descriptors.names has {k}), got {sizes}; {FIX_LOADED}"
+            )
 
     @classmethod
     def _from_checked_directory(cls, path: Path, config: dict[str, Any]) -> Generator:
         arrays = {}
         for folder in COMPONENTS:
             sub_config = read_json(path / folder / CONFIG_NAME)
+            if not isinstance(sub_config, dict):
+                raise ArtifactError(
+                    f"{path / folder / CONFIG_NAME} must hold a JSON object with 'class' and "
+                    f"'hyperparameters', got {type(sub_config).__name__}; {FIX_LOADED}"
+                )
             if _jsonable(sub_config.get("hyperparameters")) != _jsonable(config[folder]):
                 raise ArtifactError(
                     f"{path / folder / CONFIG_NAME} describes another {folder} than "

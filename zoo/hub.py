@@ -11,6 +11,13 @@ The client honours its usual environment: ``HF_TOKEN`` (or the token saved by
 ``huggingface-cli login``), ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` / ``HF_HUB_CACHE``.
 Note that ``huggingface_hub`` reads those variables when it is first imported.
 
+Every Hub request made here times out: a metadata request (repo info, file heads) after
+``HF_HUB_ETAG_TIMEOUT`` seconds, any other request (file contents, uploads, commits) after
+``HF_HUB_DOWNLOAD_TIMEOUT`` seconds without progress, both :data:`DEFAULT_TIMEOUT_S` (10 s)
+unless set. Unlike ``huggingface_hub``, these two are read at every call, so they may be set at
+run time. A request that times out raises :class:`~zoo.errors.HubConnectionError` (unless the
+files asked for are complete in the cache).
+
 - :func:`resolve_local_or_hub`: a local directory as is, or the cached snapshot of a repo.
 - :func:`resolve_file`: one file of a local directory or of a repo.
 - :func:`download_to`: a repo copied into a directory of your choice, atomically.
@@ -20,6 +27,8 @@ Note that ``huggingface_hub`` reads those variables when it is first imported.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import math
 import os
 import re
 import secrets
@@ -32,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from zoo.errors import (
     ArtifactError,
     ArtifactNotFoundError,
+    ConfigError,
     HubAuthError,
     HubConnectionError,
     HubError,
@@ -45,11 +55,13 @@ from zoo.errors import (
 )
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "check_repo_id",
     "download_to",
     "push_directory",
     "resolve_file",
     "resolve_local_or_hub",
+    "timeouts",
     "translate_error",
 ]
 
@@ -60,6 +72,85 @@ Token = str | bool | None
 Patterns = str | Sequence[str] | None
 """Glob patterns (``fnmatch`` style, on ``/``-separated repo paths; a trailing ``/`` means the
 whole folder) selecting files, as ``huggingface_hub`` applies them."""
+
+
+# ------------------------------------------------------------------------------ timeouts
+
+DEFAULT_TIMEOUT_S = 10.0
+"""Seconds a Hub request may wait (to connect, or for the next bytes) unless
+``HF_HUB_ETAG_TIMEOUT`` / ``HF_HUB_DOWNLOAD_TIMEOUT`` say otherwise."""
+
+_TIMEOUT_VARIABLES = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+
+_ACTIVE_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "qdzoo_hub_timeout", default=None
+)
+"""The timeout given to requests that set none, while a call of this module runs."""
+
+
+def _timeout_from_env(name: str) -> float:
+    """The timeout in seconds that the environment variable ``name`` sets (default 10 s)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{name} must be a positive number of seconds, got {text!r}; set it to e.g. 10 "
+            f"or unset it for the default of {DEFAULT_TIMEOUT_S:g} s"
+        )
+    return value
+
+
+def timeouts() -> tuple[float, float]:
+    """``(metadata, transfer)`` timeouts in seconds, read from the environment now.
+
+    ``metadata`` (``HF_HUB_ETAG_TIMEOUT``) bounds repo-info and file-head requests;
+    ``transfer`` (``HF_HUB_DOWNLOAD_TIMEOUT``) bounds every other request: file contents,
+    uploads, commits. Each is the longest wait to connect or between two reads or writes.
+
+    Raises:
+        ConfigError: a variable that is not a positive number.
+    """
+    return _timeout_from_env(_TIMEOUT_VARIABLES[0]), _timeout_from_env(_TIMEOUT_VARIABLES[1])
+
+
+def _fill_timeout(request: object) -> None:
+    """Request hook: give a request that has no timeout the active one (if a call is active).
+
+    ``huggingface_hub`` sends some requests (repo info inside ``snapshot_download``, commits)
+    with no timeout at all, which waits forever on a server that accepts and never answers.
+    """
+    seconds = _ACTIVE_TIMEOUT.get()
+    extensions = getattr(request, "extensions", None)
+    if seconds is None or not isinstance(extensions, dict):
+        return
+    current = extensions.get("timeout")
+    if isinstance(current, dict):
+        extensions["timeout"] = {k: seconds if v is None else v for k, v in current.items()}
+
+
+def _install_timeout_hook() -> None:
+    """Add :func:`_fill_timeout` to the shared ``huggingface_hub`` session (once per session)."""
+    from huggingface_hub.utils import get_session
+
+    hooks = getattr(get_session(), "event_hooks", None)
+    if isinstance(hooks, dict) and _fill_timeout not in hooks.get("request", []):
+        hooks.setdefault("request", []).append(_fill_timeout)
+
+
+@contextlib.contextmanager
+def _timeout_scope(seconds: float) -> Iterator[None]:
+    """Give every request without a timeout sent inside the block ``seconds``."""
+    _install_timeout_hook()
+    token = _ACTIVE_TIMEOUT.set(seconds)
+    try:
+        yield
+    finally:
+        _ACTIVE_TIMEOUT.reset(token)
 
 
 # ------------------------------------------------------------------------------ repo ids
@@ -309,9 +400,19 @@ def translate_error(
             "retry later, or check HF_ENDPOINT"
         )
     if isinstance(error, _connection_error_types()):
+        timed_out = any(
+            isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in _causes(error)
+        )
+        hint = (
+            " (the request timed out; raise HF_HUB_ETAG_TIMEOUT / HF_HUB_DOWNLOAD_TIMEOUT, in "
+            "seconds, for a slow connection)"
+            if timed_out
+            else ""
+        )
         return HubConnectionError(
             f"could not reach the Hub at {endpoint} (HF_ENDPOINT) to {action} {what} "
-            f"({type(error).__name__}: {error}); check the network connection and HF_ENDPOINT"
+            f"({type(error).__name__}: {error}){hint}; check the network connection and "
+            "HF_ENDPOINT"
         )
     if isinstance(error, ValueError) and (
         "Invalid filename" in str(error) or "Invalid pointer path" in str(error)
@@ -332,9 +433,14 @@ def _hub_errors(
     cache_dir: str | Path | None = None,
     action: str = "download",
 ) -> Iterator[None]:
-    """Re-raise client errors inside the block as qdzoo errors (see :func:`translate_error`)."""
+    """Re-raise client errors inside the block as qdzoo errors (see :func:`translate_error`).
+
+    Requests sent inside the block without a timeout get ``HF_HUB_DOWNLOAD_TIMEOUT``.
+    """
+    seconds = timeouts()[1]
     try:
-        yield
+        with _timeout_scope(seconds):
+            yield
     except Exception as error:
         translated = translate_error(
             error,
@@ -459,6 +565,7 @@ def _snapshot(
     """``snapshot_download`` into the cache, with errors translated."""
     from huggingface_hub import snapshot_download
 
+    metadata_timeout, _ = timeouts()
     with _hub_errors(repo_id, revision, cache_dir=cache_dir):
         folder = snapshot_download(
             repo_id,
@@ -466,6 +573,7 @@ def _snapshot(
             token=token,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             allow_patterns=_as_patterns(patterns),
+            etag_timeout=metadata_timeout,
         )
     return Path(folder)
 
@@ -508,7 +616,11 @@ def resolve_file(
     check_repo_id(repo_id)
     from huggingface_hub import hf_hub_download
 
+    metadata_timeout, _ = timeouts()
     with _hub_errors(repo_id, revision, filename=filename, cache_dir=cache_dir):
+        local_only = not _offline() and not _reachable(
+            repo_id, filename, revision, token, metadata_timeout
+        )
         return Path(
             hf_hub_download(
                 repo_id,
@@ -516,8 +628,32 @@ def resolve_file(
                 revision=revision,
                 token=token,
                 cache_dir=str(cache_dir) if cache_dir is not None else None,
+                etag_timeout=metadata_timeout,
+                local_files_only=local_only,
             )
         )
+
+
+def _reachable(
+    repo_id: str, filename: str, revision: str | None, token: Token, timeout: float
+) -> bool:
+    """Whether one metadata request for ``filename`` gets any answer within ``timeout``.
+
+    ``hf_hub_download`` retries a file it has not cached for minutes (60 s per attempt) when
+    the Hub does not answer; after this probe fails it is asked for the cached copy only.
+    An HTTP error is an answer: ``hf_hub_download`` reports it.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, filename, revision=revision), token=token, timeout=timeout
+        )
+    except _connection_error_types():
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def _path_problems(name: str) -> list[str]:
@@ -564,7 +700,7 @@ def _remote_files(repo_id: str, revision: str | None, token: Token) -> list[str]
     try:
         with _hub_errors(repo_id, revision):
             # One plain request (the tree listing would retry an unreachable endpoint for ~20 s).
-            info = HfApi().repo_info(repo_id, revision=revision, token=token)
+            info = HfApi().repo_info(repo_id, revision=revision, token=token, timeout=timeouts()[0])
     except HubError:
         return None
     return [sibling.rfilename for sibling in info.siblings or []]

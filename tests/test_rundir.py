@@ -60,7 +60,7 @@ def test_checkpoints_round_trip_and_counters(tmp_path: Path) -> None:
     run_dir = RunDir(tmp_path)
     tree = {"step": jnp.asarray(7, jnp.int32), "params": (jnp.ones((2, 3)), jnp.arange(4.0))}
     assert not run_dir.has_checkpoint("state.safetensors")
-    assert run_dir.counter("state.safetensors", "step") == 0
+    assert run_dir.counter("state.safetensors", "step") is None
     run_dir.save("state.safetensors", tree)
     assert run_dir.has_checkpoint("state.safetensors")
     assert run_dir.counter("state.safetensors", "step") == 7
@@ -98,3 +98,54 @@ def test_log_rows_are_appended_and_truncated_to_the_checkpoint(tmp_path: Path) -
     run_dir.start({"seed": 0})  # a fresh start empties the log
     assert not (tmp_path / METRICS_LOG).exists()
     run_dir.truncate_log(lambda row: True)  # no log: nothing to do
+
+
+def test_counter_reads_replicated_counters_and_reports_bad_ones(tmp_path: Path) -> None:
+    run_dir = RunDir(tmp_path)
+    run_dir.save("a.safetensors", {"iteration": jnp.asarray([2530], jnp.int32)})
+    assert run_dir.counter("a.safetensors", "iteration") == 2530
+    run_dir.save("b.safetensors", {"iteration": jnp.full((4,), 7, jnp.int32)})
+    assert run_dir.counter("b.safetensors", "iteration") == 7
+    run_dir.save("c.safetensors", {"iteration": jnp.arange(3)})
+    with pytest.raises(ArtifactError, match=r"expected one 'iteration' value, found \[0, 1, 2\]"):
+        run_dir.counter("c.safetensors", "iteration")
+    with pytest.raises(ArtifactError, match="has no 'step' array"):
+        run_dir.counter("a.safetensors", "step")
+    (tmp_path / CHECKPOINT_DIR / "d.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError):
+        run_dir.counter("d.safetensors", "step")
+
+
+def test_torn_last_log_line_is_dropped_and_a_damaged_one_reported(tmp_path: Path) -> None:
+    run_dir = RunDir(tmp_path)
+    run_dir.start({"seed": 0})
+    with run_dir.open_log() as log:
+        RunDir.write_rows(log, [{"iteration": i} for i in (1, 2, 3)])
+        log.write('{"iteration": 9, "qd_sco')
+    run_dir.truncate_log(lambda row: row["iteration"] <= 2)
+    assert (tmp_path / METRICS_LOG).read_text() == '{"iteration": 1}\n{"iteration": 2}\n'
+    (tmp_path / METRICS_LOG).write_text('{"iteration": 1}\n{"itera\n{"iteration": 3}\n')
+    with pytest.raises(ArtifactError, match="line 2 is not valid JSON"):
+        run_dir.truncate_log(lambda row: True)
+
+
+def test_temporaries_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.start(RECORD)
+    run_dir.save("state.safetensors", {"step": jnp.asarray(3)})
+    orphans = [
+        run_dir.checkpoint_dir / ".tmp-state.safetensors-abc",
+        run_dir.path / ".tmp-archive.safetensors-def",
+        run_dir.path / ".old-vae-123",
+    ]
+    for orphan in orphans:
+        orphan.mkdir()
+        (orphan / "part").write_bytes(b"x")
+    (run_dir.checkpoint_dir / ".tmp-run.json").write_text("{")
+    assert run_dir.prepare(RECORD, resume=True, overwrite=False, parts=PARTS) is True
+    assert not any(path.exists() for path in orphans)
+    assert sorted(p.name for p in run_dir.checkpoint_dir.iterdir()) == [
+        RUN_RECORD,
+        "state.safetensors",
+    ]
+    assert run_dir.counter("state.safetensors", "step") == 3

@@ -64,7 +64,13 @@ def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped
         task_kwargs["backend"] = args.backend
     policy = None
     if args.hidden is not None:
+        if any(size < 1 for size in args.hidden):
+            raise ConfigError(
+                f"--hidden takes the widths of the policy's hidden layers, each >= 1; given "
+                f"{' '.join(map(str, args.hidden))} (e.g. --hidden 64 64)"
+            )
         policy = {"hidden_sizes": list(args.hidden)}
+    sizes = {} if args.cvt_samples is None else {"cvt_samples": args.cvt_samples}
     return TrainConfig(
         task=args.task,
         algorithm=args.algo,
@@ -77,6 +83,7 @@ def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped
         policy=policy,
         seed=args.seed,
         chunk=args.chunk,
+        **sizes,
     )
 
 
@@ -533,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--grid", type=int, nargs="+", metavar="D", help="grid cells per descriptor")
     g.add_argument("--cvt", type=int, metavar="C", help="number of CVT cells")
+    p.add_argument(
+        "--cvt-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="uniform samples the CVT centroids are fitted on (default 50000; >= --cvt)",
+    )
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="policy hidden sizes")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter")
     p.add_argument(
@@ -689,8 +703,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        print(f"\n{err or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(err) or interrupted_message(args)}", file=sys.stderr)
         return 130
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What to say on Ctrl-C when the command itself had nothing to add (it was stopped
+    before it began its work, e.g. while loading JAX)."""
+    if getattr(args, "out", None) is not None and hasattr(args, "resume"):
+        return (
+            "interrupted while the run was starting; run the same command with --resume: it "
+            f"continues from the last checkpoint in {args.out}, or starts from the beginning "
+            "when there is none"
+        )
+    return "interrupted before the command finished"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ metrics log ``metrics.jsonl`` (JSON lines, appended as the run goes) and ``check
 ``run.json`` (the run record: everything that defines the run, written once at the start)
 and one or more safetensors files of pytrees, each rewritten atomically. Resuming checks that
 the stored record equals the given one, loads the checkpointed pytrees and drops the log rows
-written after the last checkpoint of an interrupted run.
+written after the last checkpoint of an interrupted run (and a last row a kill cut short).
+Temporaries a kill left behind mid-write (``.tmp-*``, ``.old-*`` beside the files they were
+replacing) are removed when a run starts or resumes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 from jaxtyping import PyTree
 
 from zoo.errors import ArtifactError, ConfigError, OutputExistsError
@@ -33,6 +36,9 @@ __all__ = ["CHECKPOINT_DIR", "METRICS_LOG", "RUN_RECORD", "RunDir"]
 CHECKPOINT_DIR = "checkpoint"
 RUN_RECORD = "run.json"
 METRICS_LOG = "metrics.jsonl"
+TEMPORARY_PREFIXES = (".tmp-", ".old-")
+"""Name prefixes of the temporaries of atomic writes (:func:`zoo.serialization.atomic_path`):
+one left in a run directory is the remains of a write a kill interrupted."""
 
 
 def _json(value: Any) -> Any:
@@ -100,6 +106,7 @@ class RunDir:
                 message names the differing part and, for a dict, its differing keys).
         """
         if resume:
+            self.remove_temporaries()
             if not self.record_path.is_file():
                 if self.path.exists() and any(self.path.iterdir()):
                     what = f"{self.kind} checkpoint" if self.kind else "checkpoint"
@@ -134,8 +141,26 @@ class RunDir:
     def start(self, record: Mapping[str, Any]) -> None:
         """Begin a fresh run: create the directory, store ``record``, empty the log."""
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_temporaries()
         write_json(self.record_path, _json(dict(record)))
         self.log_path.unlink(missing_ok=True)
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporaries of interrupted atomic writes (``.tmp-*``, ``.old-*``) in the
+        directory and its ``checkpoint/``; return what was deleted. The files they were
+        replacing are intact (a checkpoint) or written again at the end of the run."""
+        removed = []
+        for folder in (self.path, self.checkpoint_dir):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.name.startswith(TEMPORARY_PREFIXES):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                    removed.append(entry)
+        return removed
 
     # ------------------------------------------------------------------------ checkpoints
 
@@ -158,13 +183,43 @@ class RunDir:
         """
         return arrays_to_tree(template, load_arrays(self.checkpoint_dir / name))
 
-    def counter(self, name: str, leaf: str) -> int:
-        """The scalar leaf ``leaf`` (e.g. ``"step"``, ``"iteration"``) of ``checkpoint/name``;
-        0 when the file is missing or unreadable (for messages and log truncation)."""
-        try:
-            return int(load_arrays(self.checkpoint_dir / name)[leaf].reshape(()))
-        except Exception:  # noqa: BLE001 - a missing/corrupt checkpoint counts as step 0
-            return 0
+    def counter(self, name: str, leaf: str) -> int | None:
+        """The integer leaf ``leaf`` (e.g. ``"step"``, ``"iteration"``) of ``checkpoint/name``:
+        a scalar, or an array of one value (shape ``(1,)``, or one copy per device);
+        ``None`` when the file does not exist (nothing checkpointed yet).
+
+        Raises:
+            ArtifactError: the file is unreadable, lacks ``leaf`` or holds differing values.
+        """
+        path = self.checkpoint_dir / name
+        if not path.is_file():
+            return None
+        arrays = load_arrays(path)
+        if leaf not in arrays:
+            raise ArtifactError(
+                f"checkpoint {path} has no {leaf!r} array (it has {sorted(arrays)[:8]}); it "
+                "was not written by this run: start again with --overwrite"
+            )
+        values = np.unique(np.asarray(arrays[leaf]).reshape(-1))
+        if values.size != 1:
+            raise ArtifactError(
+                f"checkpoint {path}: expected one {leaf!r} value, found {values.tolist()[:8]}; "
+                "the checkpoint is damaged: start again with --overwrite"
+            )
+        return int(values[0])
+
+    def interrupted(self, progress: str | None) -> str:
+        """The message of a run stopped by Ctrl-C, given what its last checkpoint holds
+        (``"iteration 40 of 60"``; ``None``: nothing checkpointed yet)."""
+        if progress is None:
+            return (
+                f"interrupted before the first checkpoint; nothing in {self.path} is worth "
+                "keeping: run the same command with --resume to start from the beginning"
+            )
+        return (
+            f"interrupted; the last checkpoint in {self.checkpoint_dir} ({progress}) is "
+            "intact: continue with --resume"
+        )
 
     # ------------------------------------------------------------------------ metrics log
 
@@ -181,14 +236,28 @@ class RunDir:
 
     def truncate_log(self, keep: Callable[[dict[str, Any]], bool]) -> None:
         """Keep the log rows for which ``keep(row)`` holds (on resume: the rows up to the
-        last checkpoint; an interrupted run may have logged past it). Blank lines go too."""
+        last checkpoint; an interrupted run may have logged past it). Blank lines go too, and
+        so does a last line that is not valid JSON (a kill cut its writing short).
+
+        Raises:
+            ArtifactError: a line other than the last is not valid JSON.
+        """
         if not self.log_path.exists():
             return
-        kept = [
-            line
-            for line in self.log_path.read_text().splitlines()
-            if line.strip() and keep(json.loads(line))
-        ]
+        lines = [line for line in self.log_path.read_text().splitlines() if line.strip()]
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                if number == len(lines):
+                    break  # torn by a kill mid-write: its chunk was not checkpointed
+                raise ArtifactError(
+                    f"{self.log_path}: line {number} is not valid JSON ({err}): {line[:80]!r}; "
+                    "the log is damaged: delete that line (or start again with --overwrite)"
+                ) from None
+            if keep(row):
+                kept.append(line)
         self.log_path.write_text("".join(line + "\n" for line in kept))
 
 

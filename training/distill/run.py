@@ -58,7 +58,7 @@ from training.distill.vae import (
 from training.rundir import RunDir
 from zoo.archive_artifact import ArchiveArtifact
 from zoo.artifact import finite_or_none, library_versions
-from zoo.errors import ConfigError, NonFiniteError, TaskMismatchError
+from zoo.errors import ArtifactError, ConfigError, NonFiniteError, TaskMismatchError
 from zoo.generator import Generator, measure_encoder_config
 
 __all__ = ["archive_fingerprint", "distill"]
@@ -161,8 +161,8 @@ def distill(
             vae = vae.with_archive_basis(elites)
     if resuming:
         last = {
-            "vae": run_dir.counter(VAE_STATE, "step"),
-            "diffusion": run_dir.counter(DIFFUSION_STATE, "step"),
+            "vae": run_dir.counter(VAE_STATE, "step") or 0,
+            "diffusion": run_dir.counter(DIFFUSION_STATE, "step") or 0,
         }
         run_dir.truncate_log(lambda row: row["step"] <= last.get(row["phase"], 0))
 
@@ -214,10 +214,7 @@ def distill(
             if diffusion_evaluation:
                 final["diffusion"] = diffusion_evaluation
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(
-            f"interrupted; the last checkpoint in {run_dir.checkpoint_dir} is intact: continue "
-            "with --resume"
-        ) from None
+        raise KeyboardInterrupt(run_dir.interrupted(_checkpointed(run_dir))) from None
     denoiser, encoder = eqx.combine(d_params, d_static)
     training = {
         "vae_steps": config.vae_steps,
@@ -393,6 +390,21 @@ def _load_phase(
     return state["params"], state["opt_state"], int(state["step"])
 
 
+def _checkpointed(run_dir: RunDir) -> str | None:
+    """``"vae step 300"`` (and the diffusion step) of the checkpoints, for messages;
+    ``None`` when nothing was checkpointed yet."""
+    steps = []
+    for phase, name in (("vae", VAE_STATE), ("diffusion", DIFFUSION_STATE)):
+        try:
+            step = run_dir.counter(name, "step")
+        except ArtifactError:
+            steps.append(f"{phase} step unreadable")
+            continue
+        if step is not None:
+            steps.append(f"{phase} step {step}")
+    return ", ".join(steps) or None
+
+
 def _chunk_ends(start: int, total: int, chunk: int) -> list[int]:
     return list(range(start + chunk, total, chunk)) + [total] if start < total else []
 
@@ -425,6 +437,19 @@ def _check_archive(archive: ArchiveArtifact) -> PolicySpec:
             f"the archive has {archive.elite_indices().size} elite(s); distillation needs at "
             "least 2"
         )
+    cells = archive.elite_indices()
+    stored = {"fitness": archive.archive.fitness, "descriptors": archive.archive.descriptors}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(archive.archive.genomes)[0]:
+        stored["genomes" + jax.tree_util.keystr(path)] = leaf
+    for name, values in stored.items():
+        rows = np.asarray(values)[cells].reshape(cells.size, -1)
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            raise NonFiniteError(
+                f"the archive's {name} are NaN or infinite for {bad.size} elite(s) (cells "
+                f"{cells[bad][:10].tolist()}); distillation needs finite elites: re-train or "
+                "re-evaluate the archive, or drop those cells"
+            )
     return spec
 
 

@@ -34,7 +34,7 @@ from zoo import tasks
 from zoo.archive import Archive, cvt_centroids
 from zoo.archive_artifact import ArchiveArtifact, archive_spec
 from zoo.artifact import finite_or_none, library_versions
-from zoo.errors import ConfigError
+from zoo.errors import ArtifactError, ConfigError
 from zoo.serialization import dataclass_from_dict
 from zoo.tasks.base import Task, genome_template
 
@@ -81,8 +81,19 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.grid is not None and self.cvt_cells is not None:
             raise ConfigError("give either grid (cells per dimension) or cvt_cells, not both")
-        if self.cvt_cells is not None and self.cvt_cells < 1:
-            raise ConfigError(f"cvt_cells must be >= 1, got {self.cvt_cells}")
+        if self.cvt_cells is not None and (
+            not isinstance(self.cvt_cells, int) or self.cvt_cells < 1
+        ):
+            raise ConfigError(
+                f"cvt_cells (--cvt) must be a positive integer, got {self.cvt_cells!r}"
+            )
+        if self.cvt_cells is not None and self.cvt_samples < self.cvt_cells:
+            raise ConfigError(
+                f"{self.cvt_cells} CVT cells need at least as many cvt_samples (k-means places "
+                f"each centroid on samples; ~50x more is better), given {self.cvt_samples}: "
+                f"raise cvt_samples (--cvt-samples, e.g. {50 * self.cvt_cells}) or ask for "
+                "fewer cells"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -108,7 +119,13 @@ class Run:
             default = self.task.default_policy()
             assert default is not None
             overrides = dict(config.policy or {})
-            self.policy = PolicySpec.from_dict({**default.to_dict(), **overrides})
+            try:
+                self.policy = PolicySpec.from_dict({**default.to_dict(), **overrides})
+            except (TypeError, ValueError) as err:
+                raise ConfigError(
+                    f"invalid policy {overrides} for task {config.task!r}: {err}; give hidden "
+                    "sizes >= 1 (--hidden 64 64) and the fields of models.PolicySpec"
+                ) from None
         self.emitter = self.algorithm.build(self.task, config.batch_size, self.hyperparameters)
         if self.emitter.batch_size != config.batch_size:
             raise ConfigError(
@@ -122,11 +139,12 @@ class Run:
         self.step = make_step(self.task, self.emitter, self.mesh)
         self.chunk = make_chunk(self.step)
 
-    def initial_state(self) -> QDState:
+    def empty_archive(self) -> Archive:
+        """The run's empty archive (a CVT archive's k-means runs here, so call it eagerly:
+        not under ``jax.jit`` or ``jax.eval_shape``)."""
         cfg = self.config
         spec = self.task.spec
-        key = jax.random.key(cfg.seed)
-        key, k_cvt = jax.random.split(key)
+        _, k_cvt = jax.random.split(jax.random.key(cfg.seed))
         lr, tmin = self.algorithm.archive_settings(self.hyperparameters)
         template = genome_template(spec, self.policy)
         common = dict(
@@ -152,6 +170,15 @@ class Run:
             archive = Archive.grid(
                 template, dims, spec.descriptor_low, spec.descriptor_high, **common
             )
+        return archive
+
+    def initial_state(self, archive: Archive | None = None) -> QDState:
+        """The state before the first iteration, from ``archive`` (default:
+        :meth:`empty_archive`). ``jax.eval_shape(lambda: run.initial_state(archive))`` with
+        an eagerly built ``archive`` gives the checkpoint's template."""
+        if archive is None:
+            archive = self.empty_archive()
+        key, _ = jax.random.split(jax.random.key(self.config.seed))
         state = init_state(self.task, self.emitter, archive, key, self.policy)
         return replicate(state, self.mesh)
 
@@ -208,27 +235,31 @@ def train(
         overwrite=overwrite,
         canonical=lambda stored: TrainConfig.from_dict(stored).to_dict(),
     )
-    run = Run(config)
-    if resuming:
-        template = jax.eval_shape(run.initial_state)
-        state = replicate(run_dir.load(STATE_FILE, template), run.mesh)
-        iteration = int(state.iteration)
-        run_dir.truncate_log(lambda row: row["iteration"] <= iteration)
-    else:
-        run_dir.start(config.to_dict())
-        state = run.initial_state()
-    total = run.iterations
-    per_iteration = run.evaluations_per_iteration
-    start_time = time.time()
-    bar = tqdm(
-        total=total * per_iteration,
-        initial=int(state.iteration) * per_iteration,
-        unit="eval",
-        disable=not progress,
-        dynamic_ncols=True,
-        desc=f"{config.algorithm} on {config.task}",
-    )
+    bar: tqdm | None = None
     try:
+        run = Run(config)
+        if resuming and not run_dir.has_checkpoint(STATE_FILE):
+            resuming = False  # killed before the first checkpoint: start from the beginning
+        if resuming:
+            archive = run.empty_archive()
+            template = jax.eval_shape(lambda: run.initial_state(archive))
+            state = replicate(run_dir.load(STATE_FILE, template), run.mesh)
+            iteration = int(state.iteration)
+            run_dir.truncate_log(lambda row: row["iteration"] <= iteration)
+        else:
+            run_dir.start(config.to_dict())
+            state = run.initial_state()
+        total = run.iterations
+        per_iteration = run.evaluations_per_iteration
+        start_time = time.time()
+        bar = tqdm(
+            total=total * per_iteration,
+            initial=int(state.iteration) * per_iteration,
+            unit="eval",
+            disable=not progress,
+            dynamic_ncols=True,
+            desc=f"{config.algorithm} on {config.task}",
+        )
         with run_dir.open_log() as log:
             while (done := int(state.iteration)) < total:
                 length = min(config.chunk, total - done)
@@ -249,16 +280,25 @@ def train(
                 bar.update(length * per_iteration)
                 bar.set_postfix(progress_postfix(last))
     except KeyboardInterrupt:
-        bar.close()
-        raise KeyboardInterrupt(
-            f"interrupted at iteration {run_dir.counter(STATE_FILE, 'iteration')}; the last "
-            f"checkpoint in {run_dir.checkpoint_dir} is intact: continue with --resume"
-        ) from None
-    bar.close()
+        raise KeyboardInterrupt(run_dir.interrupted(_checkpointed(run_dir))) from None
+    finally:
+        if bar is not None:
+            bar.close()
     artifact = ArchiveArtifact(state.archive, run.artifact_config(state, time.time() - start_time))
     if save:
         artifact.save_pretrained(run_dir.path)
     return artifact
+
+
+def _checkpointed(run_dir: RunDir) -> str | None:
+    """``"iteration N"`` of the run's checkpoint (``None``: none yet), for messages."""
+    try:
+        iteration = run_dir.counter(STATE_FILE, "iteration")
+    except ArtifactError:
+        return "iteration unreadable"
+    if iteration is None:
+        return None
+    return f"iteration {iteration}"
 
 
 LOOP_METRICS = frozenset(

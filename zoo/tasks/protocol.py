@@ -177,18 +177,46 @@ def population_size(genomes: Any) -> int:
 def check_policy_population(genomes: Any, spec: TaskSpec) -> None:
     """Raise a helpful error when a policy population does not fit the task.
 
-    Only :class:`models.MLPPolicy` populations are inspected; other callables are trusted.
+    Any population must be a module (a callable pytree) whose array leaves share one
+    leading batch size; the layer sizes of :class:`models.MLPPolicy` populations are
+    checked too, those of other modules are trusted.
+
+    Raises:
+        TaskMismatchError: an array (vector genomes) or another non-callable; an MLP of
+            other observation or action sizes.
+        ShapeError: no array leaf, a scalar leaf, or leaves of different leading sizes.
     """
-    if not isinstance(genomes, MLPPolicy):
-        return
-    first = genomes.weights[0]
-    if first.ndim != 3:
+    if eqx.is_array(genomes) or not callable(genomes):
+        shape = getattr(genomes, "shape", None)
+        given = f"an array of shape {tuple(shape)}" if shape is not None else type(genomes).__name__
+        raise TaskMismatchError(
+            f"task {spec.name!r} evaluates policies (a batch of modules mapping "
+            f"[{spec.observation_size}] observations to [{spec.action_size}] actions), got "
+            f"{given}; vector genomes are for tasks with genome='vector' (e.g. lp-sphere). "
+            "Build policies with task.default_policy().init_population(key, n)"
+        )
+    if isinstance(genomes, MLPPolicy) and genomes.weights[0].ndim != 3:
         raise ShapeError(
             f"task {spec.name!r} evaluates a population (every weight with a leading batch "
-            f"axis), got a first weight of shape {first.shape}; build one with "
+            f"axis), got a first weight of shape {genomes.weights[0].shape}; build one with "
             "PolicySpec.init_population or add an axis with jax.tree.map(lambda x: x[None], p)"
         )
-    obs, act = first.shape[-1], genomes.weights[-1].shape[-2]
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(genomes) if eqx.is_array(leaf)]
+    if not leaves:
+        raise ShapeError(
+            f"task {spec.name!r} evaluates a population of policies, got a module with no "
+            "array leaf; build one with task.default_policy().init_population(key, n)"
+        )
+    sizes = sorted({leaf.shape[0] if leaf.ndim else None for leaf in leaves}, key=str)
+    if len(sizes) != 1 or sizes[0] is None:
+        raise ShapeError(
+            f"task {spec.name!r} evaluates a population: every array leaf needs the same "
+            f"leading batch axis, got leading sizes {sizes} (None: a scalar leaf); stack "
+            "policies of one architecture with jax.tree.map(lambda *x: jnp.stack(x), *policies)"
+        )
+    if not isinstance(genomes, MLPPolicy):
+        return
+    obs, act = genomes.weights[0].shape[-1], genomes.weights[-1].shape[-2]
     if (obs, act) != (spec.observation_size, spec.action_size):
         raise TaskMismatchError(
             f"task {spec.name!r} expects policies with observation_size="

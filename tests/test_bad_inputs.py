@@ -81,3 +81,26 @@ def test_ragged_population(maze: tasks.Task) -> None:
     single = jax.tree_util.tree_map(lambda x: x[0], policies)
     with pytest.raises(ShapeError, match="evaluates a population"):
         maze.evaluate(single, jax.random.key(0))
+
+
+def test_info_handles_every_artifact_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo import ArchiveArtifact, Generator, load_artifact
+
+    assert isinstance(load_artifact("walker2d-uni-ldm"), Generator)
+    assert isinstance(load_artifact("walker2d-uni-map-elites"), ArchiveArtifact)
+    capsys.readouterr()
+    assert main(["info", "walker2d-uni-ldm"]) == 0
+    out = capsys.readouterr().out
+    assert "archive     walker2d-uni-map-elites: 158 elites" in out
+    assert "reward_ratio" in out and "vae_decoder" in out
+
+
+def test_a_mistyped_local_path_says_no_such_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    line = run_cli(["info", "runs/does-not-exist"], capsys)
+    assert "there is no local directory 'runs/does-not-exist' (check the path)" in line
+    assert "as a Hub repo id failed" in line and "HF_HUB_OFFLINE" in line

@@ -118,8 +118,30 @@ def print_metrics(artifact: Any) -> None:
         print(f"{k:<15}{v:.6g}")
 
 
+def print_generator_info(generator: Any) -> None:
+    """A generator's task, source archive, sizes and recorded evaluation figures."""
+    cfg = generator.config
+    print(f"task        {cfg['task']['name']}  {json.dumps(cfg['task']['kwargs'])}")
+    source = cfg.get("source_archive", {})
+    if source:
+        name = source.get("name") or source.get("recipe") or "(unnamed)"
+        print(f"archive     {name}: {source.get('num_elites')} elites")
+    counts = generator.num_parameters()
+    print(f"parameters  {', '.join(f'{k} {v}' for k, v in counts.items())}")
+    for k, v in cfg.get("metrics", {}).items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            print(f"{k:<27}{v:.6g}")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    print_metrics(_load(args.path, args.revision))
+    from zoo.generator import Generator
+    from zoo.loading import load_artifact
+
+    artifact = load_artifact(args.path, revision=args.revision)
+    if isinstance(artifact, Generator):
+        print_generator_info(artifact)
+    else:
+        print_metrics(artifact)
     return 0
 
 
@@ -562,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     for name, fn, text in (
-        ("info", cmd_info, "print an archive's metrics"),
+        ("info", cmd_info, "print an archive's or a generator's metrics"),
         ("eval", cmd_eval, "re-evaluate the best elites"),
     ):
         p = sub.add_parser(name, help=text)

@@ -11,6 +11,7 @@ What a user touches: tasks, archives, artifacts and Hub I/O::
     archive.data("pandas")                              # one row per elite (needs pandas)
     zoo.evaluation.reevaluate(archive, archive.top_indices(4))  # with the recorded protocol
     gen = zoo.load_generator("path-or-repo-id")         # a distilled policy generator
+    zoo.load_artifact("walker2d-uni-ldm")               # either kind, read from its config
     policies = gen.sample(jax.random.key(0), measures=[[0.2, 0.8]], num_samples=4)
     zoo.rollouts.sample_rollouts(gen, [[0.2, 0.8]], num_samples=4, seed=0)
 """
@@ -23,6 +24,7 @@ from zoo.archive_artifact import ArchiveArtifact, load_archive
 from zoo.artifact import Artifact
 from zoo.catalog import CatalogEntry, list_models
 from zoo.generator import Generator, load_generator
+from zoo.loading import load_artifact
 from zoo.sequence import sequence, sequencing_success_rate
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "evaluation",
     "list_models",
     "load_archive",
+    "load_artifact",
     "load_generator",
     "rollouts",
     "sequence",

@@ -552,6 +552,11 @@ def resolve_local_or_hub(
         raise HubRepoNotFoundError(
             f"{error} (There is no local directory {text!r} either.)"
         ) from error.__cause__
+    except (HubConnectionError, HubOfflineError) as error:
+        raise type(error)(
+            f"there is no local directory {text!r} (check the path), and looking it up as a "
+            f"Hub repo id failed: {error}"
+        ) from error.__cause__
 
 
 def _snapshot(

@@ -38,6 +38,7 @@ from training.qd.sharding import local_share_evaluate, on_every_device
 from zoo.archive import Archive
 from zoo.errors import ConfigError
 from zoo.tasks.base import Evaluation, Task
+from zoo.tasks.protocol import population_size
 
 
 class QDState(eqx.Module):
@@ -83,7 +84,7 @@ class CountingEvaluate:
         self.count = 0
 
     def __call__(self, genomes: Any, key: PRNGKeyArray, *, transitions: bool = False) -> Evaluation:
-        self.count += int(jax.tree_util.tree_leaves(genomes)[0].shape[0])
+        self.count += population_size(genomes)
         return self._evaluate(genomes, key, transitions=transitions)
 
     def check(self, emitter: Emitter) -> None:

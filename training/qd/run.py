@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from models.policy import PolicySpec
@@ -139,19 +140,24 @@ class Run:
         self.step = make_step(self.task, self.emitter, self.mesh)
         self.chunk = make_chunk(self.step)
 
+    def _seed_keys(self) -> tuple[PRNGKeyArray, PRNGKeyArray]:
+        """``(loop key, CVT key)``: every random draw of the run derives from the seed."""
+        key, k_cvt = jax.random.split(jax.random.key(self.config.seed))
+        return key, k_cvt
+
     def empty_archive(self) -> Archive:
         """The run's empty archive (a CVT archive's k-means runs here, so call it eagerly:
         not under ``jax.jit`` or ``jax.eval_shape``)."""
         cfg = self.config
         spec = self.task.spec
-        _, k_cvt = jax.random.split(jax.random.key(cfg.seed))
+        _, k_cvt = self._seed_keys()
         lr, tmin = self.algorithm.archive_settings(self.hyperparameters)
         template = genome_template(spec, self.policy)
         common = dict(
             learning_rate=lr,
             threshold_min=tmin,
             qd_offset=spec.qd_offset,
-            extras_template=self.emitter.extras_template(spec) or None,
+            extras_template=self.emitter.extras_template(spec),
         )
         if cfg.cvt_cells is not None:
             centroids = cvt_centroids(
@@ -178,7 +184,7 @@ class Run:
         an eagerly built ``archive`` gives the checkpoint's template."""
         if archive is None:
             archive = self.empty_archive()
-        key, _ = jax.random.split(jax.random.key(self.config.seed))
+        key, _ = self._seed_keys()
         state = init_state(self.task, self.emitter, archive, key, self.policy)
         return replicate(state, self.mesh)
 

@@ -19,6 +19,7 @@ from jaxtyping import PRNGKeyArray
 
 from training.qd.emitter import EvaluateFn
 from zoo.tasks.base import Evaluation, Task
+from zoo.tasks.protocol import population_size
 
 POPULATION_AXIS = "population"
 
@@ -30,10 +31,6 @@ def population_mesh(batch_size: int, devices: list[jax.Device] | None = None) ->
     while n > 1 and batch_size % n:
         n -= 1
     return None if n <= 1 else Mesh(np.array(devices[:n]), (POPULATION_AXIS,))
-
-
-def _population_size(genomes: Any) -> int:
-    return int(jax.tree_util.tree_leaves(genomes)[0].shape[0])
 
 
 def local_share_evaluate(task: Task, mesh: Mesh | None) -> EvaluateFn:
@@ -55,7 +52,7 @@ def local_share_evaluate(task: Task, mesh: Mesh | None) -> EvaluateFn:
 
     def share(genomes: Any, key: PRNGKeyArray, *, transitions: bool = False) -> Evaluation:
         index = jax.lax.axis_index(POPULATION_AXIS)
-        batch = _population_size(genomes)
+        batch = population_size(genomes)
         size = -(-batch // mesh.size)
         padding = size * mesh.size - batch
         if padding:

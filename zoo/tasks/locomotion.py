@@ -258,7 +258,6 @@ class BraxTask(EpisodicTask):
                     lambda observations, t: jax.vmap(p)(observations),
                     state,
                     self.episode_length,
-                    transitions=True,
                     record=lambda s: s.pipeline_state,
                 )
                 return state.pipeline_state, result.records, result.valid_steps[0]

@@ -28,8 +28,18 @@ def _yaml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid YAML scalar
 
 
-def render_archive_card(config: dict[str, Any], *, has_heatmap: bool) -> str:
-    """The README.md of an archive artifact, from its config."""
+TOUR_NAME = "tour.gif"
+"""The GIF a card shows when the artifact directory holds it (``save_pretrained(...,
+gif=True)``, :func:`zoo.video.write_card_gif`)."""
+
+
+def render_archive_card(
+    config: dict[str, Any], *, has_heatmap: bool, has_tour: bool = False
+) -> str:
+    """The README.md of an archive artifact, from its config.
+
+    ``has_heatmap`` / ``has_tour``: the directory holds ``heatmap.png`` / ``tour.gif``.
+    """
     task = config["task"]
     spec = task["spec"]
     algo = config.get("algorithm", {})
@@ -66,6 +76,12 @@ def render_archive_card(config: dict[str, Any], *, has_heatmap: bool) -> str:
         "model_index": model_index,
         "metric_rows": metric_rows,
         "heatmap": "![archive heatmap](heatmap.png)\n" if has_heatmap else "",
+        "tour": (
+            f"![the best elite and elites spread over the archive, labelled with their "
+            f"measures and return]({TOUR_NAME})\n"
+            if has_tour
+            else ""
+        ),
         "tessellation": tessellation,
         "descriptors": ", ".join(
             f"{n} in [{lo:g}, {hi:g}]"
@@ -116,12 +132,14 @@ def _human_count(n: int) -> str:
 
 
 def render_generator_card(
-    config: dict[str, Any], *, images: list[str] | tuple[str, ...] = ()
+    config: dict[str, Any], *, images: list[str] | tuple[str, ...] = (), tour: bool = False
 ) -> str:
     """The README.md of a generator artifact, from its config.
 
     ``images``: PNG files present in the artifact directory (names relative to it) to show;
     their captions are the labels of ``config["images"]`` when it maps labels to file names.
+    ``tour``: the directory holds ``tour.gif`` (policies sampled for the measures in their
+    labels), shown first.
     """
     task = config["task"]
     spec = task["spec"]
@@ -157,7 +175,9 @@ def render_generator_card(
         )
     listed = config.get("images")
     labels = {file: label for label, file in listed.items()} if isinstance(listed, dict) else {}
-    image_text = "".join(
+    image_text = (
+        f"![policies sampled for the measures in their labels]({TOUR_NAME})\n" if tour else ""
+    ) + "".join(
         f"![{(labels.get(img) or img.rsplit('/', 1)[-1][:-4]).replace('_', ' ')}]({img})\n"
         for img in images
     )

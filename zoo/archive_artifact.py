@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hub_cards import TOUR_NAME
 from models.policy import PolicySpec
 from zoo.archive import Archive
 from zoo.artifact import POLICY_FIELDS, TASK_FIELDS, Artifact, finite_or_none
@@ -37,8 +38,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "archive.safetensors"
 CARD_NAME = "README.md"
 HEATMAP_NAME = "heatmap.png"
-ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HEATMAP_NAME, "metrics.jsonl")
-"""The files of an artifact directory that are published (a run's checkpoint/ is not)."""
+ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HEATMAP_NAME, TOUR_NAME, "metrics.jsonl")
+"""The files of an artifact directory that are published when present (a run's checkpoint/
+is not)."""
 DATA_RETURN_TYPES = ("dict", "pandas")
 """What :meth:`ArchiveArtifact.data` can return."""
 
@@ -255,7 +257,12 @@ class ArchiveArtifact(Artifact):
 
     # ----------------------------------------------------------------- saving
     def save_pretrained(
-        self, path: str | Path, *, genome_dtype: str = "float32", plot: bool = True
+        self,
+        path: str | Path,
+        *,
+        genome_dtype: str = "float32",
+        plot: bool = True,
+        gif: bool = False,
     ) -> Path:
         """Write the artifact directory (config, weights, card, heatmap) atomically.
 
@@ -264,10 +271,20 @@ class ArchiveArtifact(Artifact):
             genome_dtype: ``float32`` or ``float16`` (halves the size; fitness, descriptors
                 and thresholds stay float32).
             plot: also write ``heatmap.png`` (shown on the model card).
+            gif: also write ``tour.gif``, a video of the best elite and elites spread over
+                the archive (:func:`zoo.video.write_card_gif`; rolls them out, so it takes
+                seconds to minutes); skipped for tasks without a scene. The card shows the
+                GIF whenever ``path`` holds one.
 
         Raises:
             ConfigError: another ``genome_dtype``.
         """
+        if genome_dtype not in ("float32", "float16"):
+            raise ConfigError(f"genome_dtype must be 'float32' or 'float16', got {genome_dtype!r}")
+        if gif:
+            from zoo.video import write_card_gif
+
+            write_card_gif(self, Path(path) / TOUR_NAME)
         return super().save_pretrained(path, genome_dtype=genome_dtype, plot=plot)
 
     def _prepare_config(
@@ -298,7 +315,9 @@ class ArchiveArtifact(Artifact):
     ) -> str:
         from hub_cards import render_archive_card
 
-        return render_archive_card(config, has_heatmap=plot)
+        return render_archive_card(
+            config, has_heatmap=plot, has_tour=(target / TOUR_NAME).is_file()
+        )
 
     def _arrays(self, genome_dtype: str) -> dict[str, np.ndarray]:
         cells = self.elite_indices()

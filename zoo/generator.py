@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
+from hub_cards import TOUR_NAME
 from models.denoiser import ConditionalDenoiser, MeasureEncoder
 from models.diffusion import (
     DiffusionSchedule,
@@ -97,10 +98,11 @@ ARTIFACT_FILES = (
     CONFIG_NAME,
     CARD_NAME,
     METRICS_LOG,
+    TOUR_NAME,
     *(f"{c}/{name}" for c in COMPONENTS for name in (CONFIG_NAME, WEIGHTS_NAME)),
 )
-"""The files of a generator directory that are published (``checkpoint/`` is not; the images
-listed in ``config["images"]`` are, too)."""
+"""The files of a generator directory that are published when present (``checkpoint/`` is
+not; the images listed in ``config["images"]`` are, too)."""
 
 SAMPLERS = ("ddim", "ddpm", "ode")
 """Sampler names :meth:`Generator.sample` accepts."""
@@ -685,23 +687,34 @@ class Generator(Artifact):
                 )
         return names
 
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, *, gif: bool = False) -> Path:
         """Write the generator directory (see ``docs/FORMAT.md``) and return its path.
 
         Files are written to a temporary directory inside ``path`` and moved into place with
         ``config.json`` last, so a reader never sees checksums that do not match; other files
         in ``path`` (a training ``checkpoint/``, ``metrics.jsonl``, images) are kept. Images
-        listed in ``config["images"]`` are copied from :attr:`path` when saving elsewhere,
-        and linked from the card when present.
+        listed in ``config["images"]`` (and ``tour.gif``) are copied from :attr:`path` when
+        saving elsewhere, and linked from the card when present.
+
+        Args:
+            path: target directory.
+            gif: also write ``tour.gif``, a video of policies sampled for a few measures
+                spread over the descriptor bounds, labelled with them
+                (:func:`zoo.video.write_card_gif`; samples and rolls out, so it takes
+                seconds to minutes); skipped for tasks without a scene.
         """
         path = Path(path)
         images = self._image_names()
         if self.path is not None and self.path.resolve() != path.resolve():
-            for name in [*images, METRICS_LOG]:
+            for name in [*images, METRICS_LOG, TOUR_NAME]:
                 source, target = self.path / name, path / name
                 if source.is_file() and not target.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
+        if gif:
+            from zoo.video import write_card_gif
+
+            write_card_gif(self, path / TOUR_NAME)
         return super().save_pretrained(path)
 
     def _prepare_config(self, config: dict[str, Any], **options: Any) -> None:
@@ -738,7 +751,7 @@ class Generator(Artifact):
         from hub_cards import render_generator_card
 
         present = [name for name in self._image_names() if (target / name).is_file()]
-        return render_generator_card(config, images=present)
+        return render_generator_card(config, images=present, tour=(target / TOUR_NAME).is_file())
 
     # -------------------------------------------------------------------------- loading
     @classmethod

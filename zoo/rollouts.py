@@ -23,9 +23,17 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from zoo.errors import ConfigError
+from zoo.serialization import write_text
 from zoo.tasks.base import Task
 
-__all__ = ["SampledRollouts", "can_render", "render_html", "sample_rollouts"]
+__all__ = ["HTML_NEEDS_INTERNET", "SampledRollouts", "can_render", "render_html", "sample_rollouts"]
+
+HTML_NEEDS_INTERNET = (
+    "the HTML viewer loads three.js, lil-gui and the Brax viewer script from CDNs (unpkg.com, "
+    "cdn.jsdelivr.net): it shows a blank page without internet access. For an offline video "
+    "use zoo.video.write_rollout_video (.gif, .mp4 or .png)"
+)
+"""What to tell a user who gets an HTML file from :func:`render_html`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +125,18 @@ def can_render(task: Task) -> bool:
 def render_html(task: Task, policy: Any, key: PRNGKeyArray, path: str | Path) -> Path:
     """Write brax's HTML viewer of one rollout of ``policy`` (no batch axis) to ``path``.
 
+    The page needs internet access to show anything (see :data:`HTML_NEEDS_INTERNET`): Brax
+    ships its viewer script but not three.js, which the page loads from a CDN. Offline,
+    write a video with :func:`zoo.video.write_rollout_video` instead.
+
     Args:
         task: a Brax task (one with ``rollout_states``).
         policy: one policy of the task's spec.
         key: the reset key of the episode (ignored by deterministic resets).
         path: the HTML file to write (its folder is created).
+
+    Returns:
+        ``path``: an HTML page that renders only with internet access.
 
     Raises:
         ConfigError: a task without a 3-D scene.
@@ -135,6 +150,5 @@ def render_html(task: Task, policy: Any, key: PRNGKeyArray, path: str | Path) ->
 
     states = task.rollout_states(policy, key)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html.render(task.env.sys, states))
+    write_text(path, html.render(task.env.sys, states))  # atomic; creates the folder
     return path

@@ -249,8 +249,9 @@ def test_pga_me_resume_is_identical(pga_me_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     partial = TrainConfig(**{**CONFIG.to_dict(), "evaluations": 4 * BATCH})
     train(partial, out, progress=False, save=False)
-    (out / CHECKPOINT_DIR / "run.json").write_text(json.dumps(CONFIG.to_dict()))
-    assert main([*CLI_ARGS, "--out", str(out), "--resume"]) == 0
+    # --resume reads the config from the run; a larger --evaluations extends its budget
+    resume = ["train", "--out", str(out), "--resume", "--quiet"]
+    assert main([*resume, "--evaluations", str(CONFIG.evaluations)]) == 0
     full, resumed = load_archive(pga_me_run).archive, load_archive(out).archive
     assert archive_digest(resumed) == archive_digest(full)
     assert _log(out) == _log(pga_me_run)

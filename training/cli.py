@@ -7,15 +7,22 @@ with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ConfigError, QDZooError, UnknownModelError
+
+if TYPE_CHECKING:
+    from training.qd.run import TrainConfig
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -41,16 +48,34 @@ def _load(path_or_id: str, revision: str | None = None):  # type: ignore[no-unty
 
 
 # ----------------------------------------------------------------------------- commands
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+) -> str:
+    """``rows`` under ``header`` in columns as wide as their widest entry (two spaces apart;
+    the columns numbered in ``right`` are right-aligned); nothing is truncated."""
+    table = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
+    for row in table:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
+    """List the tasks from the registry's static facts (no environment is built)."""
     from zoo import tasks
 
-    print(f"{'task':<18} {'genome':<7} {'descriptors':<34} {'episode':>7} {'reset':<13}")
+    rows = []
     for name in tasks.names():
-        spec = tasks.make(name).spec
-        desc = ", ".join(spec.descriptor_names)
-        print(
-            f"{name:<18} {spec.genome:<7} {desc[:34]:<34} {spec.episode_length:>7} {spec.reset:<13}"
-        )
+        info = tasks.info(name)
+        descriptors = ", ".join(info.descriptor_names)
+        rows.append((name, info.genome, str(info.episode_length), info.reset, descriptors))
+    print(format_table(("task", "genome", "episode", "reset", "descriptors"), rows, right=(2,)))
+    print("\nepisode and reset are the defaults: change them with --episode-length and --task-arg")
     return 0
 
 
@@ -87,16 +112,102 @@ def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped
     )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from training.qd.run import train
+def _shown(value: Any) -> str:
+    """A config value as a command line would write it."""
+    if value is None:
+        return "(not set: the default)"
+    if isinstance(value, list | tuple):
+        return " ".join(map(str, value))
+    return json.dumps(value) if isinstance(value, dict | bool) else str(value)
 
-    config = train_config_from_args(args)
+
+def resumed_train_config(args: argparse.Namespace, stored: TrainConfig) -> TrainConfig:
+    """The config of a resumed ``qdzoo train``: the stored one, with a new budget if
+    ``--evaluations`` is given. Every other option that is given must repeat the stored value.
+
+    Raises:
+        ConfigError: a given option that differs from the stored config (named with both
+            values).
+    """
+    given = getattr(args, "given_options", set())
+    kwargs, policy = stored.task_kwargs, stored.policy or {}
+    checks: list[tuple[str, Any, Any]] = []  # (option, given, stored)
+    plain = {
+        "task": ("--task", stored.task),
+        "algo": ("--algo", stored.algorithm),
+        "batch_size": ("--batch-size", stored.batch_size),
+        "cvt": ("--cvt", stored.cvt_cells),
+        "cvt_samples": ("--cvt-samples", stored.cvt_samples),
+        "seed": ("--seed", stored.seed),
+        "chunk": ("--chunk", stored.chunk),
+        "episode_length": ("--episode-length", kwargs.get("episode_length")),
+        "backend": ("--backend", kwargs.get("backend")),
+    }
+    for dest, (option, old) in plain.items():
+        if dest in given:
+            checks.append((option, getattr(args, dest), old))
+    if "grid" in given:
+        checks.append(
+            ("--grid", list(args.grid), None if stored.grid is None else list(stored.grid))
+        )
+    if "hidden" in given:
+        checks.append(("--hidden", list(args.hidden), policy.get("hidden_sizes")))
+    for name, value in _parse_assignments(args.task_arg, "--task-arg").items():
+        checks.append((f"--task-arg {name}=", value, kwargs.get(name)))
+    for name, value in _parse_assignments(args.set, "--set").items():
+        checks.append((f"--set {name}=", value, stored.hyperparameters.get(name)))
+    for option, new, old in checks:
+        if new != old:
+            joined = option if option.endswith("=") else option + " "
+            raise ConfigError(
+                f"--resume: the run in {args.out} was started with {joined}{_shown(old)}, "
+                f"given {joined}{_shown(new)}; leave {option.rstrip('=').split(' ')[0]} out to "
+                "resume with the stored value (only --evaluations may change), or start a new "
+                "run in another --out"
+            )
+    if "evaluations" not in given:
+        return stored
+    return dataclasses.replace(stored, evaluations=args.evaluations)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or, with ``--resume``, continue) a run into ``--out``."""
+    from training.qd.run import stored_config, train
+
+    stored = stored_config(args.out) if args.resume else None
+    if stored is not None:
+        config = resumed_train_config(args, stored)
+    elif args.task is None:
+        from zoo import tasks
+
+        where = (
+            f"; {args.out} holds no run to resume (no checkpoint/run.json)" if args.resume else ""
+        )
+        raise ConfigError(
+            f"qdzoo train needs --task TASK to start a run{where}; give one of "
+            f"{', '.join(tasks.names())} (e.g. --task point-maze), or --resume with the --out "
+            "of a run that was started"
+        )
+    else:
+        config = train_config_from_args(args)
     artifact = train(
         config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
     )
+    if stored is not None and config.evaluations != stored.evaluations:
+        print(f"budget changed from {stored.evaluations} to {config.evaluations} evaluations")
     print_metrics(artifact)
     print(f"saved to {args.out}")
     return 0
+
+
+def archive_shape(archive: dict[str, Any]) -> str:
+    """``"grid 16x16"`` or ``"cvt 1024"`` from an archive's config (or a training config's
+    ``grid`` / ``cvt_cells``)."""
+    grid = archive.get("grid_shape", archive.get("grid"))
+    if grid:
+        return "grid " + "x".join(map(str, grid))
+    cells = archive.get("num_cells", archive.get("cvt_cells"))
+    return f"cvt {cells}" if cells is not None else "grid (10 per descriptor)"
 
 
 def print_metrics(artifact: Any) -> None:
@@ -105,10 +216,7 @@ def print_metrics(artifact: Any) -> None:
     if "algorithm" in cfg:
         print(f"algorithm   {cfg['algorithm']['name']}")
     arch = cfg["archive"]
-    shape = (
-        "x".join(map(str, arch["grid_shape"])) if arch["grid_shape"] else f"{arch['num_cells']} CVT"
-    )
-    print(f"archive     {arch['tessellation']} {shape} cells, offset {arch['qd_offset']:g}")
+    print(f"archive     {archive_shape(arch)} cells, QD offset {arch['qd_offset']:g}")
     if "training" in cfg:
         t = cfg["training"]
         print(
@@ -184,30 +292,119 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 DEMO_GENERATOR = "walker2d-uni-ldm"
-DEMO_MEASURES = ((0.2, 0.8), (0.8, 0.2), (0.5, 0.5), (0.7, 0.7))
+DEMO_ARCHIVE = "walker2d-uni-map-elites"
+"""The bundled generator of the demo and the bundled archive it was distilled from."""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The quick-start job: sample policies from the bundled generator for a few requested
-    feet-contact measures, roll them out, report, render (``--train``: train an archive)."""
+    """The quick-start job: sample policies from the bundled generator for the centres of the
+    cells of a few well-spread elites of its archive, roll them out, compare each with the
+    archive's nearest elite, write a video and Brax's HTML viewer (``--train``: train an
+    archive instead)."""
+    import numpy as np
+
+    from zoo.rollouts import can_render, render_html, sample_rollouts
+    from zoo.video import select_tour_cells
+
     if args.train:
         return demo_train(args)
+    if args.measures < 1:
+        raise ConfigError(
+            f"--measures must be >= 1 (how many measures to request), given {args.measures}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"loading the bundled generator {DEMO_GENERATOR!r} (no network needed)")
-    measures = [value for pair in DEMO_MEASURES for value in pair]
-    sample_args = argparse.Namespace(
-        generator=DEMO_GENERATOR,
-        measures=measures,
-        n=1,
-        seed=args.seed,
-        sampler="ddim",
-        steps=None,
-        guidance=1.0,
-        clip=False,
-        render=str(out / "rollout.html"),
+    generator = _load_generator(DEMO_GENERATOR)
+    archive_name = DEMO_ARCHIVE
+    archive = _load(archive_name)
+    cells = select_tour_cells(archive, args.measures)
+    requested = np.asarray(archive.archive.centroids)[cells]
+    print(
+        f"bundled generator {DEMO_GENERATOR!r} (no network needed), distilled from the bundled "
+        f"archive {archive_name!r}.\nRequested measures: the centres of the cells of "
+        f"{len(cells)} of its elites, spread over the occupied region (the best elite, then "
+        "each time the elite farthest from those chosen)."
     )
-    return cmd_sample(sample_args)
+    rollouts = sample_rollouts(generator, requested, 1, args.seed)
+    descriptors, fitness = archive.descriptors, archive.fitness
+    fmt = lambda v: "[" + ", ".join(f"{x:.2f}" for x in v) + "]"  # noqa: E731
+    task = rollouts.task
+    print(f"task {task.spec.name}: {', '.join(task.spec.descriptor_names)}")
+    rows = []
+    for i, want in enumerate(rollouts.requested):
+        nearest = int(np.argmin(np.linalg.norm(descriptors - want, axis=1)))
+        rows.append(
+            (
+                str(i), fmt(want), fmt(rollouts.achieved[i]), f"{rollouts.errors[i]:.3f}",
+                f"{rollouts.returns[i]:.2f}", fmt(descriptors[nearest]), f"{fitness[nearest]:.2f}",
+            )
+        )  # fmt: skip
+    header = (
+        "#", "requested", "generated policy", "error", "return", "nearest elite", "its return",
+    )  # fmt: skip
+    print(format_table(header, rows, right=(0, 3, 4, 6)))
+    labels = [
+        f"asked {_measures(w)} got {_measures(g)}"
+        for w, g in zip(rollouts.requested, rollouts.achieved, strict=True)
+    ]
+    write_video(task, rollouts.policies, rollouts.reset_key, out / "demo.gif", labels)
+    if can_render(task):
+        import jax
+
+        first = jax.tree_util.tree_map(lambda x: x[0], rollouts.policies)
+        html = render_html(task, first, rollouts.reset_key, out / "rollout.html")
+        print(f"wrote {html} (policy 0; {HTML_VIEWER_NOTE})")
+    return 0
+
+
+HTML_VIEWER_NOTE = (
+    "Brax's HTML viewer; opening it needs internet access: the page loads three.js from a CDN "
+    "and stays blank offline"
+)
+"""Printed next to the path of an HTML viewer (:data:`zoo.rollouts.HTML_NEEDS_INTERNET`)."""
+
+
+def check_video_path(path: str | Path, option: str) -> None:
+    """Refuse a video file name whose suffix names no format, before any work is done.
+
+    Raises:
+        ConfigError: the suffix is not one of :data:`zoo.video.FORMATS`.
+    """
+    from zoo.video import FORMATS
+
+    if Path(path).suffix.lower() not in FORMATS:
+        raise ConfigError(
+            f"{option} takes a file name ending in {', '.join(FORMATS)} (the suffix chooses the "
+            f"format), given {str(path)!r}; e.g. {option} {Path(path).stem or 'rollouts'}.gif"
+        )
+
+
+def _measures(values: Any) -> str:
+    """``[0.20, 0.80]``: measures as a video caption shows them."""
+    return "[" + ", ".join(f"{float(x):.2f}" for x in values) + "]"
+
+
+def write_video(task: Any, policies: Any, key: Any, path: str | Path, labels: Sequence[str]) -> Any:
+    """Write the rollouts of ``policies`` side by side to ``path`` (:mod:`zoo.video`) and
+    print where and with which renderer.
+
+    Raises:
+        ConfigError: the task has nothing to draw.
+    """
+    from zoo.video import can_render_video, write_rollout_video
+
+    if not can_render_video(task):
+        raise ConfigError(
+            f"the task {task.spec.name!r} has no scene to draw a video of; leave out the video "
+            "option"
+        )
+    info = write_rollout_video(task, policies, key, path, labels=list(labels))
+    if Path(info.path).suffix.lower() == ".png":
+        layout = f"a filmstrip: {info.tiles} rollout(s), one row of {info.frames} frames each"
+    else:
+        layout = f"{info.frames} frames, {info.tiles} rollout(s) side by side"
+    print(f"wrote {info.path} ({layout}; renderer: {info.renderer})")
+    return info
 
 
 def demo_train(args: argparse.Namespace) -> int:
@@ -252,21 +449,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print the zoo catalog as a table."""
     from zoo.catalog import list_models
 
-    entries = list_models(args.kind)
-    head = (
-        f"{'name':<26} {'kind':<9} {'task':<14} {'algorithm':<11} {'size':>9} "
-        f"{'qd_score':>10} {'coverage':>8} {'max_fit':>8}  {'bundled':<7} repo id"
-    )
-    print(head)
-    for e in entries:
+    rows = []
+    for e in list_models(args.kind):
         m = e.metrics
         coverage = "-" if m["coverage"] is None else f"{100 * m['coverage']:.1f}%"
-        print(
-            f"{e.name:<26} {e.kind:<9} {e.task:<14} {e.algorithm:<11} {_human_size(e.size):>9} "
-            f"{_metric(m['qd_score'], '.5g'):>10} {coverage:>8} "
-            f"{_metric(m['max_fitness'], '.4g'):>8}  {'yes' if e.bundled_path() else 'no':<7} "
-            f"{e.repo_id}"
-        )
+        rows.append(
+            (
+                e.name, e.kind, e.task, e.algorithm, _human_size(e.size),
+                _metric(m["qd_score"], ".5g"), coverage, _metric(m["max_fitness"], ".4g"),
+                "yes" if e.bundled_path() else "no", e.repo_id,
+            )
+        )  # fmt: skip
+    header = (
+        "name", "kind", "task", "algorithm", "size", "qd_score", "coverage", "max_fit",
+        "bundled", "repo id",
+    )  # fmt: skip
+    print(format_table(header, rows, right=(4, 5, 6, 7)))
     return 0
 
 
@@ -321,25 +519,25 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe_list(args: argparse.Namespace) -> int:
-    """Print the recipes and their budgets."""
+    """Print the recipes: task, algorithm, archive, budget and the catalog entry they make."""
+    from training.distill import DistillConfig
     from training.recipes import GeneratorRecipe, list_recipes, load_recipe
 
-    head = f"{'recipe':<26} {'task':<14} {'algorithm':<11} {'evaluations':>11} {'batch':>5}"
-    print(f"{head}  catalog")
+    rows = []
     for name in list_recipes():
         r = load_recipe(name)
         if isinstance(r, GeneratorRecipe):
-            steps = f"{r.distill.get('vae_steps', '?')}+{r.distill.get('diffusion_steps', '?')}"
-            print(
-                f"{name:<26} {'from ' + r.archive:<26} {'distil ' + steps:>17}  "
-                f"{r.catalog_name or '-'}"
-            )
-            continue
-        c = r.config
-        print(
-            f"{name:<26} {c.task:<14} {c.algorithm:<11} {c.evaluations:>11} {c.batch_size:>5}  "
-            f"{r.catalog_name or '-'}"
-        )
+            d = DistillConfig.from_dict(r.distill)
+            budget = f"VAE {d.vae_steps} + diffusion {d.diffusion_steps} steps"
+            rows.append((name, f"from {r.archive}", "policy-ldm", "-", budget))
+        else:
+            c = r.config
+            budget = f"{c.evaluations} evaluations, batch {c.batch_size}"
+            shape = archive_shape({"grid": c.grid, "cvt_cells": c.cvt_cells})
+            rows.append((name, c.task, c.algorithm, shape, budget))
+        rows[-1] = (*rows[-1], r.catalog_name or "-")
+    header = ("recipe", "task", "algorithm", "archive", "budget", "catalog")
+    print(format_table(header, rows))
     return 0
 
 
@@ -380,6 +578,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
     for name in ("vae_steps", "diffusion_steps", "seed", "chunk"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
+    if args.resume:  # the settings not given are those the run was started with
+        from training.rundir import RunDir
+        from zoo.serialization import read_json
+
+        record = RunDir(args.out).record_path
+        stored = read_json(record).get("config") if record.is_file() else None
+        if isinstance(stored, dict):
+            settings = {**stored, **settings}
     config = DistillConfig.from_dict(settings)
     archive = _load(args.archive, args.revision)
     init = None if args.init is None else load_generator(args.init)
@@ -449,6 +655,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1 (policies per condition), given {args.n}")
+    if args.video:
+        check_video_path(args.video, "--video")
     generator = _load_generator(args.generator)
     measures = measures_from_args(args.measures, generator)
     out = sample_rollouts(
@@ -477,7 +685,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
             )
         first = jax.tree_util.tree_map(lambda x: x[0], out.policies)
         path = render_html(task, first, out.reset_key, args.render)
-        print(f"wrote {path} (policy 0)")
+        offline = "" if args.video else "; --video writes a video that plays offline"
+        print(f"wrote {path} (policy 0; {HTML_VIEWER_NOTE}{offline})")
+    if args.video:
+        labels = [
+            f"asked {_measures(w)} got {_measures(g)}"
+            for w, g in zip(out.requested, out.achieved, strict=True)
+        ]
+        write_video(task, out.policies, out.reset_key, args.video, labels)
+    return 0
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    """Write a video of the rollouts of ``--cells`` well-spread elites of an archive."""
+    import jax
+
+    from zoo.video import select_tour_cells
+
+    if args.cells < 1:
+        raise ConfigError(f"--cells must be >= 1 (elites in the video), given {args.cells}")
+    check_video_path(args.out, "--out")
+    artifact = _load(args.path, args.revision)
+    cells = select_tour_cells(artifact, args.cells)
+    fitness, descriptors = artifact.archive.fitness, artifact.archive.descriptors
+    fmt = lambda v: "(" + ", ".join(f"{float(x):.2f}" for x in v) + ")"  # noqa: E731
+    labels = [
+        f"cell {int(c)}: {fmt(descriptors[c])}, return {float(fitness[c]):.1f}" for c in cells
+    ]
+    for label in labels:
+        print(label)
+    task = artifact.make_task()
+    write_video(task, artifact.genomes(cells), jax.random.key(args.seed), args.out, labels)
     return 0
 
 
@@ -536,173 +774,445 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless it has none worth showing: ``None``
+    or a flag's ``False``); descriptions and epilogs (the examples) keep their lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def _examples(*lines: str) -> str:
+    """An epilog: ``Examples:`` and one command per line."""
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _choices(names: Sequence[str]) -> str:
+    return ", ".join(names)
+
+
+def _task_names() -> list[str]:
+    from zoo import tasks
+
+    return tasks.names()
+
+
+def _algorithm_names() -> list[str]:
+    from training.qd import algorithms
+
+    return algorithms.names()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qdzoo`` argument parser (every option documented, with examples)."""
     parser = argparse.ArgumentParser(
-        prog="qdzoo", description="Train, share and reuse Quality-Diversity archives."
+        prog="qdzoo",
+        description="Train, share and reuse Quality-Diversity archives and policy generators.",
+        formatter_class=HelpFormatter,
+        epilog=_examples(
+            "qdzoo demo                      # sample policies from the bundled generator",
+            "qdzoo tasks                     # the tasks and their descriptors",
+            "qdzoo train --task point-maze --evaluations 20000 --out runs/maze",
+            "qdzoo COMMAND --help            # the options of one command",
+        ),
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("tasks", help="list the tasks")
-    p.set_defaults(fn=cmd_tasks)
+    def command(
+        name: str, summary: str, fn: Command, *examples: str, details: str = ""
+    ) -> argparse.ArgumentParser:
+        """A subcommand: ``summary`` is its line in ``qdzoo --help``, ``details`` follow it in
+        its own help, and the examples end it."""
+        text = summary[0].upper() + summary[1:] + "." + (f" {details}" if details else "")
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=textwrap.fill(text, 88),
+            epilog=_examples(*examples),
+            formatter_class=HelpFormatter,
+        )
+        p.set_defaults(fn=fn)
+        return p
 
-    p = sub.add_parser("train", help="train an archive")
-    p.add_argument("--task", required=True)
-    p.add_argument("--algo", default="map-elites", help="QD algorithm (default: map-elites)")
+    def revision(p: argparse.ArgumentParser, what: str = "a Hub repo id") -> None:
+        p.add_argument(
+            "--revision", default=None, help=f"branch, tag or commit sha of {what} (default: main)"
+        )
+
+    def run_directory_modes(p: argparse.ArgumentParser, what: str) -> None:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--resume", action="store_true", help=what)
+        g.add_argument("--overwrite", action="store_true", help="delete --out and start again")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    command(
+        "tasks",
+        "list the tasks and their descriptors",
+        cmd_tasks,
+        "qdzoo tasks",
+        details="With the genome, default episode length and reset of each, from the task "
+        "registry's static facts (no environment is built).",
+    )
+
+    task_names, algorithm_names = _task_names(), _algorithm_names()
+    p = command(
+        "train",
+        "train an archive with a QD algorithm",
+        cmd_train,
+        "qdzoo train --task walker2d-uni --evaluations 50000 --batch-size 256 \\\n"
+        "      --episode-length 100 --cvt 1024 --out runs/walker",
+        "qdzoo train --out runs/walker --resume                      # after Ctrl-C or a kill",
+        "qdzoo train --out runs/walker --resume --evaluations 100000  # extend the budget",
+        details="Ctrl-C, then `qdzoo train --out DIR --resume`, continues the run with its "
+        "stored config; a larger --evaluations with --resume extends its budget.",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        metavar="TASK",
+        help=f"task to train on (required unless --resume): {_choices(task_names)}",
+    )
+    p.add_argument(
+        "--algo",
+        default="map-elites",
+        metavar="ALGO",
+        help=f"QD algorithm: {_choices(algorithm_names)}",
+    )
     p.add_argument(
         "--evaluations",
         type=int,
         default=10_000,
-        help="budget of evaluations spent, those of emitters outside the archive included",
+        help="budget of evaluations spent, those of emitters outside the archive included; "
+        "with --resume, a new budget (larger: the run goes on to it)",
     )
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--episode-length", type=int, default=None)
     p.add_argument(
-        "--backend", default=None, help="brax pipeline (spring, positional, generalized, mjx)"
+        "--batch-size", type=int, default=128, help="genomes evaluated and inserted per iteration"
+    )
+    p.add_argument(
+        "--episode-length",
+        type=int,
+        default=None,
+        help="steps per episode (default: the task's, see `qdzoo tasks`)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="Brax pipeline of a Brax task: spring, positional, generalized or mjx "
+        "(default: spring)",
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--grid", type=int, nargs="+", metavar="D", help="grid cells per descriptor")
-    g.add_argument("--cvt", type=int, metavar="C", help="number of CVT cells")
+    g.add_argument(
+        "--grid",
+        type=int,
+        nargs="+",
+        metavar="D",
+        help="grid archive: cells per descriptor (default: 10 per descriptor)",
+    )
+    g.add_argument("--cvt", type=int, metavar="C", help="CVT archive of C cells")
     p.add_argument(
         "--cvt-samples",
         type=int,
         default=None,
         metavar="N",
-        help="uniform samples the CVT centroids are fitted on (default 50000; >= --cvt)",
+        help="uniform samples the CVT centroids are fitted on (default: 50000; >= --cvt)",
     )
-    p.add_argument("--hidden", type=int, nargs="+", default=None, help="policy hidden sizes")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter")
     p.add_argument(
-        "--task-arg", action="append", metavar="NAME=VALUE", help="task constructor argument"
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="widths of the policy's hidden layers (default: the task's, e.g. 64 64)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk", type=int, default=10, help="iterations per compiled chunk")
-    p.add_argument("--out", required=True)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=cmd_train)
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="algorithm hyperparameter, JSON value; repeat for several (e.g. --set iso_sigma=0.01)",
+    )
+    p.add_argument(
+        "--task-arg",
+        action="append",
+        metavar="NAME=VALUE",
+        help="task constructor argument, JSON value; repeat for several (e.g. dimension=10)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="every random draw of the run derives from it"
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=10,
+        help="iterations per compiled chunk (progress, log and checkpoint after each)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="run directory: artifact, metrics.jsonl and checkpoint/",
+    )
+    run_directory_modes(
+        p,
+        "continue the run in --out with its stored config (checkpoint/run.json); other options "
+        "may be left out, and must match when given (--evaluations excepted)",
+    )
 
-    for name, fn, text in (
-        ("info", cmd_info, "print an archive's or a generator's metrics"),
-        ("eval", cmd_eval, "re-evaluate the best elites"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("path", help="artifact directory, catalog name or Hub repo id")
-        p.add_argument("--revision", default=None)
-        if name == "eval":
-            p.add_argument("--top", type=int, default=10)
-        p.set_defaults(fn=fn)
+    p = command(
+        "info",
+        "print an archive's or a generator's metrics",
+        cmd_info,
+        "qdzoo info walker2d-uni-map-elites",
+        "qdzoo info runs/walker",
+    )
+    p.add_argument("path", help="artifact directory, catalog name or Hub repo id")
+    revision(p)
 
-    p = sub.add_parser("plot", help="write an archive heatmap")
-    p.add_argument("path")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--revision", default=None)
-    p.set_defaults(fn=cmd_plot)
+    p = command(
+        "eval",
+        "re-evaluate an archive's best elites",
+        cmd_eval,
+        "qdzoo eval walker2d-uni-map-elites --top 5",
+        details="Stored vs measured fitness and descriptors, with the recorded protocol.",
+    )
+    p.add_argument("path", help="archive directory, catalog name or Hub repo id")
+    revision(p)
+    p.add_argument("--top", type=int, default=10, help="how many of the best elites")
 
-    p = sub.add_parser(
+    p = command(
+        "plot",
+        "write an archive's heatmap (PNG)",
+        cmd_plot,
+        "qdzoo plot walker2d-uni-map-elites -o walker.png",
+    )
+    p.add_argument("path", help="archive directory, catalog name or Hub repo id")
+    p.add_argument("-o", "--output", required=True, metavar="PNG", help="image file to write")
+    revision(p)
+
+    p = command(
+        "tour",
+        "write a video of well-spread elites of an archive",
+        cmd_tour,
+        "qdzoo tour walker2d-uni-map-elites --out tour.gif --cells 6",
+        "qdzoo tour runs/walker --out tour.mp4",
+    )
+    p.add_argument("path", help="archive directory, catalog name or Hub repo id")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="VIDEO",
+        help="file to write: .mp4, .gif or .png (one still frame)",
+    )
+    p.add_argument("--cells", type=int, default=4, help="elites shown, side by side")
+    p.add_argument("--seed", type=int, default=0, help="reset key of a stochastic-reset task")
+    revision(p)
+
+    p = command(
         "demo",
-        help="the quick-start job: sample policies for requested measures from the bundled "
-        "generator, roll them out, report, render (--train: train an archive instead)",
+        "the quick-start job (bundled generator, no network)",
+        cmd_demo,
+        "qdzoo demo",
+        "qdzoo demo --train --evaluations 25600",
+        details="Samples policies from the bundled generator for measures its archive covers "
+        "(the cells of well-spread elites), rolls them out, prints them next to the archive's "
+        "nearest elites and writes a video and Brax's HTML viewer; --train trains an archive "
+        "instead.",
     )
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="where files are written")
     p.add_argument(
         "--train",
         action="store_true",
         help="train a MAP-Elites archive on walker2d-uni, report, re-evaluate, plot",
     )
-    p.add_argument("--evaluations", type=int, default=25_600)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(fn=cmd_demo)
+    p.add_argument("--evaluations", type=int, default=25_600, help="budget of --train")
+    p.add_argument("--seed", type=int, default=0, help="sampling and training seed")
+    p.add_argument(
+        "--measures", type=int, default=4, metavar="N", help="requested measures (occupied cells)"
+    )
 
-    p = sub.add_parser("list", help="the zoo catalog: pretrained archives and generators")
-    p.add_argument("--kind", choices=["archive", "generator"], default=None)
-    p.set_defaults(fn=cmd_list)
+    p = command(
+        "list",
+        "the zoo catalog: pretrained archives and generators",
+        cmd_list,
+        "qdzoo list",
+        "qdzoo list --kind generator",
+    )
+    p.add_argument("--kind", choices=["archive", "generator"], default=None, help="only this kind")
 
-    p = sub.add_parser("pull", help="download a Hub repo (or catalog entry)")
+    p = command(
+        "pull",
+        "download a Hub repo (or a catalog entry's repo)",
+        cmd_pull,
+        "qdzoo pull walker2d-uni-map-elites --out archives/walker",
+        "qdzoo pull someone/an-archive --revision v1",
+    )
     p.add_argument("repo_id", help="Hub repo id 'namespace/name' or a catalog name")
-    p.add_argument("--revision", default=None, help="branch, tag or commit sha")
-    p.add_argument("--out", default=None, help="directory to create (default: the Hub cache)")
+    revision(p, "the repo")
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="directory to create (default: the Hub cache)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN)")
-    p.set_defaults(fn=cmd_pull)
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the login)")
 
-    p = sub.add_parser("push", help="upload an archive directory to the Hub")
+    p = command(
+        "push",
+        "upload an archive directory to the Hub",
+        cmd_push,
+        "qdzoo push runs/walker me/walker-archive --private",
+    )
     p.add_argument("dir", help="artifact directory (a run directory is fine: checkpoint/ stays)")
     p.add_argument("repo_id", help="Hub repo id 'namespace/name'")
     p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--token", default=None, help="Hub token with write access (default: HF_TOKEN)")
-    p.add_argument("--message", default=None, help="commit message")
-    p.set_defaults(fn=cmd_push)
+    p.add_argument(
+        "--token", default=None, help="Hub token with write access (default: HF_TOKEN or the login)"
+    )
+    p.add_argument("--message", default=None, help="commit message (default: a summary)")
 
-    p = sub.add_parser("recipe", help="list or run the recipes of the zoo's artifacts")
-    recipe = p.add_subparsers(dest="recipe_command", required=True)
-    r = recipe.add_parser("list", help="the recipes")
+    p = command(
+        "recipe",
+        "list or run the recipes of the zoo's artifacts",
+        cmd_recipe_list,
+        "qdzoo recipe list",
+        "qdzoo recipe run walker2d-uni-map-elites --out runs/walker-recipe",
+    )
+    recipe = p.add_subparsers(dest="recipe_command", required=True, metavar="SUBCOMMAND")
+    r = recipe.add_parser(
+        "list",
+        help="the recipes, their task, algorithm, archive and budget",
+        description="The recipes, their task, algorithm, archive and budget.",
+        epilog=_examples("qdzoo recipe list"),
+        formatter_class=HelpFormatter,
+    )
     r.set_defaults(fn=cmd_recipe_list)
-    r = recipe.add_parser("run", help="train a recipe and save its artifact")
-    r.add_argument("name")
-    r.add_argument("--out", default=None, help="run directory (default: runs/recipes/NAME)")
+    r = recipe.add_parser(
+        "run",
+        help="train a recipe and save its artifact",
+        description="Train a recipe and save its artifact (elites re-evaluated).",
+        epilog=_examples(
+            "qdzoo recipe run walker2d-uni-map-elites",
+            "qdzoo recipe run walker2d-uni-map-elites --resume   # after Ctrl-C",
+        ),
+        formatter_class=HelpFormatter,
+    )
+    r.set_defaults(fn=cmd_recipe_run)
+    r.add_argument("name", help="recipe name (`qdzoo recipe list`)")
+    r.add_argument(
+        "--out", default=None, metavar="DIR", help="run directory (default: runs/recipes/NAME)"
+    )
     r.add_argument(
         "--bundle", action="store_true", help="copy into zoo/data and update the catalog"
     )
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace --out")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.set_defaults(fn=cmd_recipe_run)
+    run_directory_modes(r, "continue the run in --out (the recipe's config must be unchanged)")
 
-    p = sub.add_parser(
-        "distill", help="distil an archive into a policy generator (VAE + latent diffusion)"
+    p = command(
+        "distill",
+        "distil an archive into a policy generator",
+        cmd_distill,
+        "qdzoo distill walker2d-uni-map-elites --out runs/gen",
+        "qdzoo distill walker2d-uni-map-elites --out runs/gen --resume   # settings as stored",
+        details="A policy VAE, then a measure-conditioned latent diffusion model.",
     )
     p.add_argument("archive", help="archive directory, catalog name or Hub repo id")
-    p.add_argument("--out", required=True, help="run directory (generator, log, checkpoint)")
-    p.add_argument("--init", default=None, metavar="GEN", help="warm start from this generator")
-    p.add_argument("--vae-steps", type=int, default=None, help="VAE optimiser steps")
-    p.add_argument("--diffusion-steps", type=int, default=None, help="denoiser optimiser steps")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--chunk", type=int, default=None, help="steps per compiled chunk")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="run directory (generator, log, checkpoint)"
+    )
+    p.add_argument(
+        "--init", default=None, metavar="GEN", help="warm start from this generator (same policy)"
+    )
+    p.add_argument(
+        "--vae-steps", type=int, default=None, help="VAE optimiser steps (default: 6000)"
+    )
+    p.add_argument(
+        "--diffusion-steps",
+        type=int,
+        default=None,
+        help="denoiser optimiser steps (default: 100000)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the run (default: 0)")
+    p.add_argument(
+        "--chunk", type=int, default=None, help="optimiser steps per compiled chunk (default: 100)"
+    )
     p.add_argument(
         "--set", action="append", metavar="NAME=VALUE",
-        help='DistillConfig field, JSON value (e.g. vae_lr=3e-4, vae=\'{"node_size": 32}\')',
+        help='DistillConfig field, JSON value; repeat for several (e.g. vae_lr=3e-4, '
+        'vae=\'{"node_size": 32}\')',
     )  # fmt: skip
-    p.add_argument("--revision", default=None, help="revision of a Hub ARCHIVE")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(fn=cmd_distill)
+    revision(p, "a Hub ARCHIVE")
+    run_directory_modes(
+        p,
+        "continue the run in --out; settings not given are the stored ones (ARCHIVE and "
+        "--init must be the same)",
+    )
 
     def sampling_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--sampler", choices=["ddim", "ddpm", "ode"], default="ddim")
-        p.add_argument("--steps", type=int, default=None, help="denoising steps (sampler default)")
+        p.add_argument(
+            "--sampler", choices=["ddim", "ddpm", "ode"], default="ddim", help="denoising sampler"
+        )
+        p.add_argument(
+            "--steps",
+            type=int,
+            default=None,
+            help="denoising steps (default: the sampler's: ddim 100, ode 9, ddpm all)",
+        )
         p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="seed of sampling and of the resets")
 
-    p = sub.add_parser("evaluate", help="evaluate a generator against its source archive")
+    p = command(
+        "evaluate",
+        "evaluate a generator against its source archive",
+        cmd_evaluate,
+        "qdzoo evaluate walker2d-uni-ldm --out runs/ldm-eval",
+        details="With the protocol of the policy-diffusion paper: reward ratio, Jensen-Shannon "
+        "divergence of measures, reconstructed archive, plots.",
+    )
     p.add_argument("generator", help="generator directory, catalog name or Hub repo id")
     p.add_argument(
         "--archive", default=None, help="the archive it was distilled from (default: as recorded)"
     )
-    p.add_argument("--out", default=None, help="directory for the PNG plots")
+    p.add_argument("--out", default=None, metavar="DIR", help="directory for the PNG plots")
     sampling_arguments(p)
-    p.add_argument("--rollouts", type=int, default=None, help="episodes per policy")
+    p.add_argument(
+        "--rollouts", type=int, default=None, help="episodes per policy (default: 1, or 5 "
+        "for a stochastic reset)"
+    )  # fmt: skip
     p.add_argument("--test-regions", type=int, default=50, help="CVT regions of the test set")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="policies evaluated at once")
     p.add_argument(
         "--record", action="store_true", help="store the metrics in the generator dir and card"
     )
-    p.set_defaults(fn=cmd_evaluate)
 
-    p = sub.add_parser("sample", help="sample policies for measures and roll them out")
+    p = command(
+        "sample",
+        "sample policies for measures and roll them out",
+        cmd_sample,
+        "qdzoo sample walker2d-uni-ldm --measures 0.2 0.8 --n 4 --video walker.gif",
+        "qdzoo sample walker2d-uni-ldm --measures 0.2 0.8 0.6 0.4 --render walker.html",
+    )
     p.add_argument("generator", help="generator directory, catalog name or Hub repo id")
     p.add_argument(
-        "--measures", type=float, nargs="+", required=True, help="k numbers per condition"
+        "--measures",
+        type=float,
+        nargs="+",
+        required=True,
+        help="k numbers per condition (k = the generator's descriptor count)",
     )
     p.add_argument("--n", type=int, default=1, help="policies per condition")
     sampling_arguments(p)
     p.add_argument("--clip", action="store_true", help="clip measures to the bounds")
-    p.add_argument("--render", default=None, metavar="HTML", help="write the first rollout")
-    p.set_defaults(fn=cmd_sample)
+    p.add_argument(
+        "--video",
+        default=None,
+        metavar="FILE",
+        help="write a video of every rollout, side by side: .mp4, .gif or .png (one frame)",
+    )
+    p.add_argument(
+        "--render",
+        default=None,
+        metavar="HTML",
+        help="write Brax's HTML viewer of the first rollout (opening it needs internet)",
+    )
     return parser
 
 
@@ -714,11 +1224,59 @@ def use_all_cpu_cores() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count or 1}"
 
 
+NO_SIMULATOR_COMMANDS = frozenset({"tasks", "list", "pull", "push"})
+"""Commands that never build an environment (no simulator import to quieten)."""
+
+
+def quieten_libraries() -> None:
+    """Hide what the simulation libraries print that a CLI user can do nothing about: Brax's
+    "not actively maintained" warning and deprecation warnings of MuJoCo, Brax and JAXopt."""
+    warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
+    warnings.filterwarnings("ignore", message="JAXopt is no longer maintained")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mujoco|brax|jaxopt)")
+
+
+def import_simulator_quietly() -> None:
+    """Import MuJoCo's JAX backend with stdout and stderr hidden (without the optional
+    ``warp`` package it prints "Failed to import warp" on import) and route MuJoCo's own
+    warnings through a handler that drops deprecation notices about its bundled models."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            import mujoco
+            import mujoco.mjx.warp  # noqa: F401
+        except Exception:  # not installed or broken: the command reports it if it needs it
+            return
+    mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def _mujoco_warning(message: str) -> None:
+    if "deprecated" not in message:
+        print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+
+def given_options(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options written on the command line ``argv`` (the parser's
+    defaults left out), so that ``--resume`` can tell a given option from a default."""
+    probe = build_parser()
+    pending = [probe]
+    while pending:
+        parser = pending.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.dest != "help":
+                action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     use_all_cpu_cores()
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-    warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
+    quieten_libraries()
     args = build_parser().parse_args(argv)
+    args.given_options = given_options(argv)
+    if args.command not in NO_SIMULATOR_COMMANDS:
+        import_simulator_quietly()
     try:
         return int(args.fn(args))
     except QDZooError as err:

@@ -19,10 +19,18 @@ One iteration::
 
 Evaluations spent by emitters outside the archive go through the same sharded evaluation and
 are counted: an iteration costs ``batch_size + extra_evaluations`` evaluations.
+
+An archive that anneals its thresholds (CMA-MAE: learning rate below 1) replaces elites by
+worse solutions by design; the loop then also keeps an elitist *result archive* of the same
+cells fed with every evaluated batch (pyribs' ``result_archive``). The metrics, the progress
+bar and the saved artifact are the result archive's; the annealing archive's QD score and
+coverage are logged as ``annealing_qd_score`` and ``annealing_coverage``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -42,13 +50,39 @@ from zoo.tasks.protocol import population_size
 
 
 class QDState(eqx.Module):
-    """Everything that changes during a run (checkpointed as one pytree)."""
+    """Everything that changes during a run (checkpointed as one pytree).
+
+    ``archive`` is the archive the emitters work with; ``result`` the elitist result archive
+    when ``archive`` anneals (else ``None``); :attr:`elites` is whichever holds the best
+    solutions found.
+    """
 
     archive: Archive
     emitter_state: Any
     pending: Any
     key: PRNGKeyArray
     iteration: Int[Array, ""]
+    result: Archive | None = None
+
+    @property
+    def elites(self) -> Archive:
+        """The archive of the best solution found per cell: what a run reports and saves."""
+        return self.archive if self.result is None else self.result
+
+
+def result_archive(archive: Archive) -> Archive | None:
+    """An empty elitist archive with the cells of ``archive`` when ``archive`` anneals its
+    thresholds (learning rate below 1), else ``None``."""
+    if archive.learning_rate == 1.0:
+        return None
+    elitist = dataclasses.replace(
+        archive,
+        learning_rate=1.0,
+        threshold_min=-math.inf,
+        thresholds=jnp.full_like(archive.thresholds, -jnp.inf),
+    )
+    # Own buffers: the loop donates the state, and a buffer may be donated only once.
+    return jax.tree_util.tree_map(jnp.copy, elitist)
 
 
 def init_state(
@@ -67,6 +101,7 @@ def init_state(
         pending=task.init_genomes(k_genomes, emitter.batch_size, policy),
         key=key,
         iteration=jnp.asarray(0, jnp.int32),
+        result=result_archive(archive),
     )
 
 
@@ -119,16 +154,24 @@ def make_step(
         emitter_evaluate = CountingEvaluate(evaluate)
         genomes = state.pending
         evaluation = evaluate(genomes, k_eval, transitions=emitter.needs_transitions)
+        extras = emitter.extras(evaluation)
         archive, info = state.archive.insert(
-            genomes, evaluation.fitness, evaluation.descriptors, emitter.extras(evaluation)
+            genomes, evaluation.fitness, evaluation.descriptors, extras
         )
+        result = state.result
+        if result is not None:
+            result, _ = result.insert(genomes, evaluation.fitness, evaluation.descriptors, extras)
         emitter_state, emitter_metrics = emitter.tell(
             k_tell, state.emitter_state, archive, genomes, evaluation, info, emitter_evaluate
         )
         pending, emitter_state = emitter.ask(k_ask, emitter_state, archive, emitter_evaluate)
         emitter_evaluate.check(emitter)
-        new_state = QDState(archive, emitter_state, pending, key, state.iteration + 1)
-        metrics = dict(archive.metrics())
+        new_state = QDState(archive, emitter_state, pending, key, state.iteration + 1, result)
+        metrics = dict(new_state.elites.metrics())
+        if result is not None:
+            annealing = archive.metrics()
+            metrics["annealing_qd_score"] = annealing["qd_score"]
+            metrics["annealing_coverage"] = annealing["coverage"]
         metrics["iteration"] = new_state.iteration
         metrics["added"] = jnp.sum(info.status > 0)
         metrics["evaluations"] = new_state.iteration * per_iteration

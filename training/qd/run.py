@@ -5,6 +5,11 @@ A run directory ``OUT`` holds the archive artifact (``config.json``, ``archive.s
 JSON object per iteration) and ``checkpoint/`` (``run.json`` + ``state.safetensors``),
 rewritten atomically after every chunk. ``resume=True`` continues from the checkpoint and ends
 with exactly the archive an uninterrupted run with the same config produces.
+
+A resumed run may change one thing, its budget (``evaluations``): a larger budget continues to
+it and ends with the archive of a run started with that budget (the new budget replaces the
+stored one in ``checkpoint/run.json``); a budget smaller than what the checkpoint already spent
+is refused, and one that the checkpoint has reached finishes at once.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ from zoo.archive import Archive, cvt_centroids
 from zoo.archive_artifact import ArchiveArtifact, archive_spec
 from zoo.artifact import finite_or_none, library_versions
 from zoo.errors import ArtifactError, ConfigError
-from zoo.serialization import dataclass_from_dict
+from zoo.serialization import dataclass_from_dict, read_json, write_json
 from zoo.tasks.base import Task, genome_template
 
 STATE_FILE = "state.safetensors"
+
+RESUMABLE_FIELDS = frozenset({"evaluations"})
+"""Fields of :class:`TrainConfig` a resumed run may change (everything else must repeat)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +202,7 @@ class Run:
         return {
             "task": {"name": spec.name, "kwargs": spec.kwargs, "spec": spec.to_dict()},
             "policy": None if self.policy is None else self.policy.to_dict(),
-            "archive": archive_spec(state.archive, spec.descriptor_names),
+            "archive": archive_spec(state.elites, spec.descriptor_names),
             "algorithm": {
                 "name": self.algorithm.name,
                 "summary": self.algorithm.summary,
@@ -230,16 +238,21 @@ def train(
 ) -> ArchiveArtifact:
     """Run ``config`` into directory ``out`` and return the final archive artifact.
 
+    With ``resume``, ``config`` must equal the stored one (:func:`stored_config`) except for
+    ``evaluations``: a new budget replaces the stored one and the run continues (or stops) at
+    it, ending with the archive of a run started with that budget.
+
     Raises:
         OutputExistsError: ``out`` is not empty and neither ``resume`` nor ``overwrite``.
-        ConfigError: ``resume`` with a config that differs from the stored one.
+        ConfigError: ``resume`` with a config that differs from the stored one other than in
+            ``evaluations``, or with a budget below the evaluations the checkpoint spent.
     """
     run_dir = RunDir(out)
     resuming = run_dir.prepare(
         config.to_dict(),
         resume=resume,
         overwrite=overwrite,
-        canonical=lambda stored: TrainConfig.from_dict(stored).to_dict(),
+        canonical=_compared,
     )
     bar: tqdm | None = None
     try:
@@ -251,7 +264,10 @@ def train(
             template = jax.eval_shape(lambda: run.initial_state(archive))
             state = replicate(run_dir.load(STATE_FILE, template), run.mesh)
             iteration = int(state.iteration)
+            _check_budget(run, iteration, run_dir)
             run_dir.truncate_log(lambda row: row["iteration"] <= iteration)
+            if stored_config(run_dir.path) != config:
+                write_json(run_dir.record_path, config.to_dict())  # the new budget
         else:
             run_dir.start(config.to_dict())
             state = run.initial_state()
@@ -290,10 +306,51 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    artifact = ArchiveArtifact(state.archive, run.artifact_config(state, time.time() - start_time))
+    artifact = ArchiveArtifact(state.elites, run.artifact_config(state, time.time() - start_time))
     if save:
         artifact.save_pretrained(run_dir.path)
     return artifact
+
+
+def stored_config(out: str | Path) -> TrainConfig | None:
+    """The config of the run in directory ``out`` (its ``checkpoint/run.json``), or ``None``
+    when there is none (no directory, or a run that never started).
+
+    Raises:
+        ArtifactError: the record is unreadable or is not a training config.
+    """
+    path = RunDir(out).record_path
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    try:
+        return TrainConfig.from_dict(record)
+    except ConfigError as err:
+        raise ArtifactError(
+            f"{path} is not the record of a `qdzoo train` run ({err}); a distillation resumes "
+            "with `qdzoo distill ARCHIVE --out DIR --resume`; otherwise start again with "
+            "--overwrite"
+        ) from None
+
+
+def _compared(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored or given run record as resuming compares it: parsed (defaults of fields
+    added since filled in), without the fields a resumed run may change."""
+    d = TrainConfig.from_dict(record).to_dict()
+    return {k: v for k, v in d.items() if k not in RESUMABLE_FIELDS}
+
+
+def _check_budget(run: Run, iteration: int, run_dir: RunDir) -> None:
+    """Refuse a resumed budget that ends before the ``iteration`` the checkpoint reached."""
+    if run.iterations >= iteration:
+        return
+    spent = iteration * run.evaluations_per_iteration
+    raise ConfigError(
+        f"--resume: the run in {run_dir.path} already spent {spent} evaluations ({iteration} "
+        f"iterations of {run.evaluations_per_iteration}), more than the budget given, "
+        f"--evaluations {run.config.evaluations}; give --evaluations {spent} or more (or leave "
+        "it out to keep the stored budget)"
+    )
 
 
 def _checkpointed(run_dir: RunDir) -> str | None:

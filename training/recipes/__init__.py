@@ -11,7 +11,9 @@ A recipe is a JSON file ``training/recipes/<name>.json``::
       "train": { ...a TrainConfig as a dict... }
     }
 
-``run_recipe(name, out)`` (``qdzoo recipe run NAME``) trains it, saves the artifact and, with
+``run_recipe(name, out)`` (``qdzoo recipe run NAME``) trains it, saves the artifact (with a
+``tour.gif`` of a few elites or sampled policies for its model card, when the task has a
+scene) and, with
 ``bundle=True``, copies the artifact into the package (``zoo/data/<catalog name>/``) and
 updates the catalog entry's metrics and size.
 
@@ -200,7 +202,7 @@ def run_recipe(
     )
     artifact = reevaluate_elites(artifact, recipe.genome_dtype)
     artifact.config["recipe"] = recipe.name
-    artifact.save_pretrained(out, genome_dtype=recipe.genome_dtype)
+    artifact.save_pretrained(out, genome_dtype=recipe.genome_dtype, gif=True)
     if bundle:
         bundle_artifact(out, recipe)
     return artifact
@@ -324,7 +326,7 @@ def run_generator_recipe(
     metrics = evaluate_generator(generator, archive, jax.random.key(seed), out_dir=out, **settings)
     record_in_generator(generator, metrics, metrics.get("images"))
     generator.config["recipe"] = recipe.name
-    generator.save_pretrained(out)
+    generator.save_pretrained(out, gif=True)
     if bundle:
         bundle_generator(out, recipe, metrics)
     return generator

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from golden_map_elites import archive_digest
+from qd_helpers import assert_resume_is_identical, read_log, train_cli_args
 
 from models.critic import TwinCritic
 from models.policy import PolicySpec
@@ -24,8 +24,8 @@ from training.qd.emitters.policy_gradient import (
     policy_gradient_variation,
     resolve_preset,
 )
-from training.qd.run import TrainConfig, train
-from training.rundir import CHECKPOINT_DIR, METRICS_LOG
+from training.qd.run import TrainConfig
+from training.rundir import CHECKPOINT_DIR
 from zoo.archive import Archive
 from zoo.archive_artifact import load_archive
 from zoo.errors import ConfigError
@@ -190,30 +190,7 @@ CONFIG = TrainConfig(
     seed=1,
     chunk=2,
 )
-CLI_ARGS = [
-    "train",
-    "--task",
-    "point-maze",
-    "--algo",
-    "pga-me",
-    "--evaluations",
-    str(CONFIG.evaluations),
-    "--batch-size",
-    str(BATCH),
-    "--grid",
-    "5",
-    "5",
-    "--episode-length",
-    str(EPISODE),
-    "--hidden",
-    "8",
-    "--seed",
-    "1",
-    "--chunk",
-    "2",
-    "--quiet",
-    *[a for k, v in HYPERPARAMETERS.items() for a in ("--set", f"{k}={json.dumps(v)}")],
-]
+CLI_ARGS = train_cli_args(CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +200,8 @@ def pga_me_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _log(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / METRICS_LOG).read_text().splitlines()]
-
-
 def test_pga_me_runs_through_the_cli(pga_me_run: Path) -> None:
-    log = _log(pga_me_run)
+    log = read_log(pga_me_run)
     assert [row["iteration"] for row in log] == list(range(1, 7))
     for row in log:
         for name in ("pg/critic_loss", "pg/actor_loss", "pg/pg_loss"):
@@ -246,12 +219,4 @@ def test_pga_me_runs_through_the_cli(pga_me_run: Path) -> None:
 
 
 def test_pga_me_resume_is_identical(pga_me_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    partial = TrainConfig(**{**CONFIG.to_dict(), "evaluations": 4 * BATCH})
-    train(partial, out, progress=False, save=False)
-    # --resume reads the config from the run; a larger --evaluations extends its budget
-    resume = ["train", "--out", str(out), "--resume", "--quiet"]
-    assert main([*resume, "--evaluations", str(CONFIG.evaluations)]) == 0
-    full, resumed = load_archive(pga_me_run).archive, load_archive(out).archive
-    assert archive_digest(resumed) == archive_digest(full)
-    assert _log(out) == _log(pga_me_run)
+    assert_resume_is_identical(CONFIG, pga_me_run, tmp_path / "run", stop_after=4 * BATCH)

@@ -19,7 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ConfigError, QDZooError, UnknownModelError
+# One BLAS thread: the ES emitters' small eigendecompositions (LAPACK through OpenBLAS, also
+# under JAX on CPU) stall for ~100 ms each when OpenBLAS threads compete with XLA's on a few
+# cores, and take under a millisecond on one. Set before numpy or scipy load it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from zoo.errors import ConfigError, QDZooError, UnknownModelError  # noqa: E402
 
 if TYPE_CHECKING:
     from training.qd.run import TrainConfig

@@ -23,6 +23,7 @@ inserted into an archive as a genome. Its observation normaliser (if any) is not
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -38,6 +39,7 @@ from zoo.errors import ConfigError
 from zoo.tasks.base import Transitions
 
 __all__ = [
+    "MinibatchTransform",
     "TD3Config",
     "TD3State",
     "actor_loss",
@@ -48,6 +50,11 @@ __all__ = [
     "train",
     "transition_template",
 ]
+
+
+MinibatchTransform = Callable[[dict[str, Array]], dict[str, Array]]
+"""``transform(rows) -> rows``: maps a minibatch sampled from the buffer (``{name: [n, ...]}``)
+to the minibatch an update reads (the keys of :func:`transition_template`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,14 +203,23 @@ def _frozen_normaliser(policy: MLPPolicy) -> MLPPolicy:
 
 
 def actor_loss(
-    policy: MLPPolicy, critic: TwinCritic, observations: Float[Array, "n obs"]
+    policy: MLPPolicy,
+    critic: TwinCritic,
+    observations: Float[Array, "n obs"],
+    critic_observations: Float[Array, "n critic_obs"] | None = None,
 ) -> Float[Array, ""]:
     """``-mean Q1(s, policy(s))`` over ``observations`` (the deterministic policy gradient's
-    objective; the critic is not differentiated)."""
+    objective; the critic is not differentiated).
+
+    With ``critic_observations`` the critic sees those rows instead of ``observations``
+    (``-mean Q1(c, policy(s))``): a policy of the observation alone scored by a critic of a
+    wider input, e.g. the observation and a target descriptor."""
     policy = _frozen_normaliser(policy)
     critic = jax.lax.stop_gradient(critic)
     actions = jax.vmap(policy)(observations)
-    return -jnp.mean(jax.vmap(critic.q1)(observations, actions))
+    if critic_observations is None:
+        critic_observations = observations
+    return -jnp.mean(jax.vmap(critic.q1)(critic_observations, actions))
 
 
 def critic_targets(
@@ -235,12 +251,17 @@ def _polyak(online: PyTree, target: PyTree, tau: float) -> PyTree:
 
 
 def _update(
-    state: TD3State, buffer: replay.ReplayBuffer, key: PRNGKeyArray
+    state: TD3State,
+    buffer: replay.ReplayBuffer,
+    key: PRNGKeyArray,
+    transform: MinibatchTransform | None = None,
 ) -> tuple[TD3State, dict[str, Array]]:
     """One TD3 update (critic always; actor and targets on every ``policy_delay``-th)."""
     config = state.config
     k_batch, k_noise = jax.random.split(key)
     batch = replay.sample(buffer, k_batch, config.batch_size)
+    if transform is not None:
+        batch = transform(batch)
     targets = critic_targets(state, batch, k_noise)
     loss, grads = jax.value_and_grad(critic_loss)(state.critic, targets, batch)
     updates, critic_opt_state = _adam(config.critic_learning_rate).update(
@@ -276,13 +297,21 @@ def _update(
 
 
 def train(
-    state: TD3State, buffer: replay.ReplayBuffer, key: PRNGKeyArray, steps: int
+    state: TD3State,
+    buffer: replay.ReplayBuffer,
+    key: PRNGKeyArray,
+    steps: int,
+    transform: MinibatchTransform | None = None,
 ) -> tuple[TD3State, dict[str, Array]]:
     """``steps`` (static, >= 1) TD3 updates on minibatches of ``buffer`` in one ``lax.scan``.
 
     Update ``s`` (counted over the learner's life, ``state.steps``) draws from
-    ``fold_in(key, s)``. Returns the new state and scalar metrics: ``critic_loss`` (mean over
-    the updates), ``actor_loss`` (mean over the actor updates; 0 if none).
+    ``fold_in(key, s)``. With ``transform``, every sampled minibatch (the buffer's rows) is
+    mapped through it before the update, which then reads the keys of
+    :func:`transition_template` from the result (a descriptor-conditioned learner widens the
+    observations and reshapes the rewards there). Returns the new state and scalar metrics:
+    ``critic_loss`` (mean over the updates), ``actor_loss`` (mean over the actor updates; 0
+    if none).
     """
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"TD3 trains for a positive number of steps, got {steps!r}")
@@ -290,7 +319,7 @@ def train(
     def step(
         learner: TD3State, unused: Any, key: PRNGKeyArray
     ) -> tuple[TD3State, Any, dict[str, Array]]:
-        learner, metrics = _update(learner, buffer, key)
+        learner, metrics = _update(learner, buffer, key, transform)
         return learner, unused, metrics
 
     state, _, metrics, _ = fit.scan_steps(step, state, None, key, steps, start=state.steps)

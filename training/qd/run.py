@@ -120,8 +120,8 @@ class Run:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.algorithm = algorithms.get(config.algorithm)
-        self.hyperparameters = self.algorithm.hyperparameters(config.hyperparameters)
         self.task: Task = tasks.make(config.task, **config.task_kwargs)
+        self.hyperparameters = self.algorithm.resolved(self.task, config.hyperparameters)
         spec = self.task.spec
         self.policy: PolicySpec | None = None
         if spec.genome == "policy":

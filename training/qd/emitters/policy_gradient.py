@@ -29,14 +29,22 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from models.critic import TwinCritic
-from models.policy import MLPPolicy, PolicySpec
+from models.policy import MLPPolicy, PolicySpec, unflatten_population
 from training import fit, replay, td3
 from training.qd.emitter import Emitter, EvaluateFn, Metrics
 from zoo.archive import Archive, InsertInfo
 from zoo.errors import ConfigError
 from zoo.tasks.base import Evaluation
 
-__all__ = ["PRESETS", "PolicyGradientEmitter", "policy_gradient_variation", "resolve_preset"]
+__all__ = [
+    "PRESETS",
+    "PolicyGradientEmitter",
+    "critic_fitness_gradient",
+    "init_learning",
+    "learn",
+    "policy_gradient_variation",
+    "resolve_preset",
+]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "qdax": {
@@ -51,8 +59,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "transition_batch": 100,
         "policy_learning_rate": 5e-3,
     },
+    "cpu": {
+        "critic_steps": 50,
+        "pg_steps": 10,
+        "transition_batch": 128,
+        "policy_learning_rate": 1e-3,
+    },
 }
-"""The per-iteration training budgets: QDax's defaults, and the PGA-ME papers' settings."""
+"""The per-iteration training budgets: QDax's defaults, the PGA-ME papers' settings, and a
+budget a 2-core CPU can afford on locomotion tasks (about 30x less policy-gradient compute
+per offspring than ``qdax``), used by the CPU-sized recipes and benchmarks."""
 
 
 def resolve_preset(hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +81,8 @@ def resolve_preset(hyperparameters: dict[str, Any]) -> dict[str, Any]:
     name = hyperparameters.get("preset", "qdax")
     if name not in PRESETS:
         raise ConfigError(
-            f"PGA-ME preset must be one of {sorted(PRESETS)}, given {name!r}; pass e.g. "
-            "--set preset=paper"
+            f"the policy-gradient preset must be one of {sorted(PRESETS)}, given {name!r}; "
+            "pass e.g. --set preset=paper"
         )
     resolved = dict(hyperparameters)
     for key, value in PRESETS[name].items():
@@ -78,8 +94,8 @@ def resolve_preset(hyperparameters: dict[str, Any]) -> dict[str, Any]:
             resolved[key] = type(value)(given)
         except (TypeError, ValueError) as err:
             raise ConfigError(
-                f"PGA-ME hyperparameter {key}={given!r}: expected a {type(value).__name__} "
-                f"like {value!r} (the {name!r} preset's value)"
+                f"policy-gradient hyperparameter {key}={given!r}: expected a "
+                f"{type(value).__name__} like {value!r} (the {name!r} preset's value)"
             ) from err
     return resolved
 
@@ -137,6 +153,60 @@ def policy_gradient_variation(
     return children, jnp.mean(metrics["loss"][-1])
 
 
+def init_learning(
+    key: PRNGKeyArray, archive: Archive, config: td3.TD3Config, buffer_size: int
+) -> dict[str, Any]:
+    """``{"buffer", "learner"}``: an empty replay buffer of ``buffer_size`` transitions and a
+    fresh TD3 learner whose greedy actor has the archive's policy spec."""
+    k_actor, k_critic = jax.random.split(key)
+    spec = _policy_spec(jax.tree_util.tree_map(lambda x: x[0], archive.genomes))
+    learner = td3.init(k_critic, spec.init(k_actor), config)
+    template = td3.transition_template(spec.observation_size, spec.action_size)
+    return {"buffer": replay.init(template, buffer_size), "learner": learner}
+
+
+def learn(
+    state: dict[str, Any], evaluation: Evaluation, key: PRNGKeyArray, critic_steps: int
+) -> tuple[dict[str, Any], Metrics]:
+    """Add the evaluation's valid transitions to ``state["buffer"]``, then ``critic_steps``
+    TD3 updates of ``state["learner"]``. Metrics: ``critic_loss``, ``actor_loss`` (greedy
+    actor), ``buffer_size``."""
+    transitions = evaluation.transitions
+    if transitions is None:
+        raise ConfigError(
+            "a TD3 learner needs the evaluation's transitions, given none; run it through "
+            "the QD loop, which honours needs_transitions"
+        )
+    rows, valid = td3.flatten_transitions(transitions)
+    buffer = replay.add(state["buffer"], rows, valid)
+    learner, metrics = td3.train(state["learner"], buffer, key, critic_steps)
+    metrics = {**metrics, "buffer_size": replay.size(buffer)}
+    return {**state, "buffer": buffer, "learner": learner}, metrics
+
+
+def critic_fitness_gradient(
+    key: PRNGKeyArray,
+    points: Float[Array, "p n"],
+    template: MLPPolicy,
+    state: dict[str, Any],
+    batch_size: int,
+) -> Float[Array, "p n"]:
+    """The gradient of ``mean Q1(s, pi(s))`` with respect to each flat policy ``points[i]``
+    (the TD3 critic's estimate of the fitness gradient), over one minibatch of ``batch_size``
+    buffer observations shared by all points."""
+    learner: td3.TD3State = state["learner"]
+    observations = replay.sample(state["buffer"], key, batch_size)["observation"]
+
+    def ascent(flat: Float[Array, " n"]) -> Float[Array, " n"]:
+        def objective(x: Float[Array, " n"]) -> Float[Array, ""]:
+            policy = jax.tree_util.tree_map(lambda a: a[0], unflatten_population(template, x[None]))
+            return -td3.actor_loss(policy, learner.critic, observations)
+
+        return jax.grad(objective)(flat)
+
+    return jax.vmap(ascent)(points)
+
+
 class PolicyGradientEmitter(Emitter):
     """PGA-ME's TD3 policy-gradient operator plus greedy-actor injection.
 
@@ -188,13 +258,8 @@ class PolicyGradientEmitter(Emitter):
     def init(self, key: PRNGKeyArray, archive: Archive) -> dict[str, Any]:
         """``{"buffer", "learner", "pg_loss"}``: an empty buffer, a fresh TD3 learner whose
         actor has the archive's policy spec, and the last offspring loss (0)."""
-        k_actor, k_critic = jax.random.split(key)
-        spec = _policy_spec(jax.tree_util.tree_map(lambda x: x[0], archive.genomes))
-        learner = td3.init(k_critic, spec.init(k_actor), self.td3_config)
-        template = td3.transition_template(spec.observation_size, spec.action_size)
         return {
-            "buffer": replay.init(template, self.buffer_size),
-            "learner": learner,
+            **init_learning(key, archive, self.td3_config, self.buffer_size),
             "pg_loss": jnp.zeros((), jnp.float32),
         }
 
@@ -239,18 +304,5 @@ class PolicyGradientEmitter(Emitter):
         updates. Metrics: ``critic_loss``, ``actor_loss`` (greedy actor), ``pg_loss`` (the
         offspring's last step, from the previous ask), ``buffer_size``."""
         del archive, genomes, insert_info, evaluate
-        transitions = evaluation.transitions
-        if transitions is None:
-            raise ConfigError(
-                "the policy-gradient emitter needs the evaluation's transitions, given none; "
-                "run it through the QD loop, which honours needs_transitions"
-            )
-        rows, valid = td3.flatten_transitions(transitions)
-        buffer = replay.add(state["buffer"], rows, valid)
-        learner, metrics = td3.train(state["learner"], buffer, key, self.critic_steps)
-        metrics = {
-            **metrics,
-            "pg_loss": state["pg_loss"],
-            "buffer_size": replay.size(buffer),
-        }
-        return {**state, "buffer": buffer, "learner": learner}, metrics
+        state, metrics = learn(state, evaluation, key, self.critic_steps)
+        return state, {**metrics, "pg_loss": state["pg_loss"]}

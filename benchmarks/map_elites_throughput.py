@@ -7,7 +7,7 @@ of 1024 cells, 2x64 tanh policy, Brax spring pipeline, CPU.
   warm-up chunk (compilation excluded).
 - **environment only**: the same number of evaluations of the same kind of policies (a batch
   sampled from our archive at the end of the timed run) with no variation and no archive.
-- **QDax**: ``benchmarks/qdax_map_elites.py`` run with the interpreter of a separate virtual
+- **QDax**: ``benchmarks/qdax_reference.py`` run with the interpreter of a separate virtual
   environment (``benchmarks/setup_qdax_env.sh`` creates ``.venv-qdax``).
 
 Usage::
@@ -97,7 +97,7 @@ def qdax(args: argparse.Namespace) -> dict[str, float] | None:
         return None
     cmd = [
         str(python),
-        str(ROOT / "benchmarks" / "qdax_map_elites.py"),
+        str(ROOT / "benchmarks" / "qdax_reference.py"),
         "--json",
         "--iterations",
         str(args.iterations),

@@ -1,11 +1,11 @@
-"""QDax 0.5 MAP-Elites throughput on walker2d feet-contact (``walker2d_uni``).
+"""QDax 0.5 MAP-Elites or PGA-ME throughput on walker2d feet-contact (``walker2d_uni``).
 
-Reference point for qdzoo's own MAP-Elites benchmark. This script runs in the separate
-QDax environment created by ``benchmarks/setup_qdax_env.sh`` and imports nothing from
-qdzoo::
+Reference point for qdzoo's own benchmarks (``map_elites_throughput.py``, ``pg_scaling.py``).
+This script runs in the separate QDax environment created by ``benchmarks/setup_qdax_env.sh``
+and imports nothing from qdzoo::
 
     benchmarks/setup_qdax_env.sh
-    JAX_PLATFORMS=cpu .venv-qdax/bin/python benchmarks/qdax_map_elites.py --json
+    JAX_PLATFORMS=cpu .venv-qdax/bin/python benchmarks/qdax_reference.py --json
 
 Setup (mirrors QDax's MAP-Elites example):
 
@@ -18,8 +18,12 @@ Setup (mirrors QDax's MAP-Elites example):
 * scoring: ``create_brax_scoring_fn(..., deterministic=True)``, i.e. QDax's
   ``scoring_function_brax_envs`` with a reset function that returns one fixed initial
   state (drawn once from ``--seed``) for every episode.
-* emitter: ``MixingEmitter`` with ``isoline_variation`` (iso_sigma 0.005,
-  line_sigma 0.05), variation_percentage 1.0.
+* emitter (``--algo map-elites``): ``MixingEmitter`` with ``isoline_variation`` (iso_sigma
+  0.005, line_sigma 0.05), variation_percentage 1.0.
+* emitter (``--algo pga-me``): ``PGAMEEmitter`` with QDax's ``PGAMEConfig`` defaults (half
+  Iso+LineDD, half policy gradient; 300 critic steps, 100 PG steps, minibatch 256, policy lr
+  1e-3, replay buffer 1M), overridable with ``--critic-steps``, ``--pg-steps`` and
+  ``--transition-batch`` to match a qdzoo run.
 * archive: CVT, ``--cells`` centroids from 50,000 uniform samples in [0, 1]^2, computed
   once before anything is timed.
 * metrics: ``default_qd_metrics`` with QDax's walker2d_uni reward offset
@@ -41,10 +45,24 @@ import json
 import os
 import sys
 import time
+import types
 from importlib.metadata import version
 
 import jax
 import jax.numpy as jnp
+
+
+def _stub_brax_v1() -> None:
+    """QDax 0.5's PGA-ME emitter imports ``QDEnv`` from ``qdax.tasks.brax.v1`` only as a type
+    hint, and that package needs ``brax.v1``, which Brax 0.14 no longer ships. Register an
+    empty stand-in for that one module so that the emitter imports; nothing of it runs."""
+    name = "qdax.tasks.brax.v1.envs.base_env"
+    for part in ("qdax.tasks.brax.v1", "qdax.tasks.brax.v1.envs", name):
+        sys.modules.setdefault(part, types.ModuleType(part))
+    sys.modules[name].QDEnv = object  # type: ignore[attr-defined]
+
+
+_stub_brax_v1()
 
 # mujoco (imported by brax) prints "Failed to import warp" to stdout; keep stdout for
 # the result so that --json output is exactly one line.
@@ -52,6 +70,7 @@ with contextlib.redirect_stdout(sys.stderr):
     import qdax.tasks.brax.v2 as environments
     from qdax.core.containers.mapelites_repertoire import compute_cvt_centroids
     from qdax.core.emitters.mutation_operators import isoline_variation
+    from qdax.core.emitters.pga_me_emitter import PGAMEConfig, PGAMEEmitter
     from qdax.core.emitters.standard_emitters import MixingEmitter
     from qdax.core.map_elites import MAPElites
     from qdax.core.neuroevolution.networks.networks import MLP
@@ -64,7 +83,8 @@ NUM_INIT_CVT_SAMPLES = 50_000
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--iterations", type=int, default=50, help="timed MAP-Elites updates")
+    p.add_argument("--algo", choices=["map-elites", "pga-me"], default="map-elites")
+    p.add_argument("--iterations", type=int, default=50, help="timed updates")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates after compile")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--episode-length", type=int, default=100)
@@ -73,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="spring", help="brax pipeline backend")
     p.add_argument("--iso-sigma", type=float, default=0.005)
     p.add_argument("--line-sigma", type=float, default=0.05)
+    p.add_argument("--critic-steps", type=int, default=300, help="PGA-ME critic steps")
+    p.add_argument("--pg-steps", type=int, default=100, help="PGA-ME policy-gradient steps")
+    p.add_argument("--transition-batch", type=int, default=256, help="PGA-ME TD3 minibatch")
     p.add_argument("--json", action="store_true", help="print one JSON line only")
     return p.parse_args(argv)
 
@@ -119,12 +142,25 @@ def main(argv=None) -> dict:
     variation_fn = functools.partial(
         isoline_variation, iso_sigma=args.iso_sigma, line_sigma=args.line_sigma
     )
-    emitter = MixingEmitter(
-        mutation_fn=None,
-        variation_fn=variation_fn,
-        variation_percentage=1.0,
-        batch_size=args.batch_size,
-    )
+    if args.algo == "pga-me":
+        emitter = PGAMEEmitter(
+            config=PGAMEConfig(
+                env_batch_size=args.batch_size,
+                num_critic_training_steps=args.critic_steps,
+                num_pg_training_steps=args.pg_steps,
+                batch_size=args.transition_batch,
+            ),
+            policy_network=policy_network,
+            env=env,
+            variation_fn=variation_fn,
+        )
+    else:
+        emitter = MixingEmitter(
+            mutation_fn=None,
+            variation_fn=variation_fn,
+            variation_percentage=1.0,
+            batch_size=args.batch_size,
+        )
     map_elites = MAPElites(
         scoring_function=scoring_fn, emitter=emitter, metrics_function=metrics_fn
     )
@@ -177,6 +213,7 @@ def main(argv=None) -> dict:
     result = {
         "evals_per_s": evals_per_s,
         "env_steps_per_s": evals_per_s * args.episode_length,
+        "algorithm": args.algo,
         "iterations": args.iterations,
         "warmup_iterations": args.warmup,
         "batch_size": args.batch_size,
@@ -208,7 +245,7 @@ def main(argv=None) -> dict:
         print(json.dumps(result), flush=True)
     else:
         print(
-            f"QDax {result['qdax_version']} MAP-Elites on {ENV_NAME} "
+            f"QDax {result['qdax_version']} {args.algo} on {ENV_NAME} "
             f"(brax {result['brax_version']}, backend {backend}, "
             f"jax {result['jax_version']} on {result['jax_platform']})\n"
             f"  batch {args.batch_size} x episode {args.episode_length}, "

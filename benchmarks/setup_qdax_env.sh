@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create a separate virtualenv holding QDax 0.5.0 for the throughput benchmark
-# (benchmarks/qdax_map_elites.py). QDax pulls tensorflow-probability and jumanji,
+# (benchmarks/qdax_reference.py). QDax pulls tensorflow-probability and jumanji,
 # which we do not want in the main environment.
 #
 # Usage:
@@ -69,4 +69,4 @@ from importlib.metadata import version
 print("qdax", version("qdax"), "| brax", version("brax"), "| jax", version("jax"),
       "| flax", version("flax"))
 EOF
-echo "Run: ${VENV_DIR}/bin/python benchmarks/qdax_map_elites.py --json"
+echo "Run: ${VENV_DIR}/bin/python benchmarks/qdax_reference.py --json"

@@ -115,12 +115,7 @@ def init(
     Raises:
         ConfigError: a mean that is not a vector, ``batch_size < 2`` or ``sigma0 <= 0``.
     """
-    mean = jnp.asarray(mean)
-    if not jnp.issubdtype(mean.dtype, jnp.floating):
-        mean = mean.astype(jnp.zeros(()).dtype)
-    n = mean.shape[0] if mean.ndim == 1 else 0
-    lam = common.default_batch_size(max(n, 1)) if batch_size is None else batch_size
-    n = common.check_init(mean, sigma0, lam, "CMA-ES")
+    mean, n, lam = common.start(mean, sigma0, batch_size, "CMA-ES")
     dtype = mean.dtype
     mu = lam // 2
     raw = [math.log(mu + 0.5) - math.log(i) for i in range(1, mu + 1)]

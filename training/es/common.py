@@ -22,6 +22,22 @@ def default_batch_size(dimension: int) -> int:
     return 4 + int(3 * math.log(dimension))
 
 
+def start(
+    mean: ArrayLike, sigma0: float, batch_size: int | None, name: str, *, even: bool = False
+) -> tuple[Array, int, int]:
+    """``(mean, n, lambda)`` of a new ES: ``mean`` as a float vector, its dimension, and the
+    batch size (default :func:`default_batch_size`, rounded up to even with ``even``), all
+    checked (:func:`check_init`)."""
+    mean = jnp.asarray(mean)
+    if not jnp.issubdtype(mean.dtype, jnp.floating):
+        mean = mean.astype(jnp.zeros(()).dtype)
+    n = mean.shape[0] if mean.ndim == 1 else 0
+    if batch_size is None:
+        batch_size = default_batch_size(max(n, 1))
+        batch_size += batch_size % 2 if even else 0
+    return mean, check_init(mean, sigma0, batch_size, name), batch_size
+
+
 def check_init(mean: Array, sigma0: float, batch_size: int, name: str) -> int:
     """Validate ``init`` arguments; returns the dimension ``n`` of ``mean``."""
     if mean.ndim != 1 or mean.shape[0] < 1:

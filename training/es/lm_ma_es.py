@@ -97,12 +97,7 @@ def init(
         ConfigError: a mean that is not a vector, ``batch_size < 2`` or ``>= n``,
             ``sigma0 <= 0`` or ``num_vectors < 1``.
     """
-    mean = jnp.asarray(mean)
-    if not jnp.issubdtype(mean.dtype, jnp.floating):
-        mean = mean.astype(jnp.zeros(()).dtype)
-    n = mean.shape[0] if mean.ndim == 1 else 0
-    lam = common.default_batch_size(max(n, 1)) if batch_size is None else batch_size
-    n = common.check_init(mean, sigma0, lam, "LM-MA-ES")
+    mean, n, lam = common.start(mean, sigma0, batch_size, "LM-MA-ES")
     if lam >= n:
         raise ConfigError(
             f"LM-MA-ES: batch_size (lambda) must be smaller than the dimension n={n} (its "

@@ -96,16 +96,7 @@ def init(
         ConfigError: a mean that is not a vector, ``batch_size < 2`` or odd with
             mirroring, ``sigma0 <= 0``.
     """
-    mean = jnp.asarray(mean)
-    if not jnp.issubdtype(mean.dtype, jnp.floating):
-        mean = mean.astype(jnp.zeros(()).dtype)
-    n = mean.shape[0] if mean.ndim == 1 else 0
-    if batch_size is None:
-        lam = common.default_batch_size(max(n, 1))
-        lam += lam % 2
-    else:
-        lam = batch_size
-    n = common.check_init(mean, sigma0, lam, "OpenAI-ES")
+    mean, n, lam = common.start(mean, sigma0, batch_size, "OpenAI-ES", even=True)
     if mirror_sampling and lam % 2:
         raise ConfigError(
             f"OpenAI-ES: mirrored sampling needs an even batch_size (lambda), given {lam}; "

@@ -84,12 +84,7 @@ def init(
     Raises:
         ConfigError: a mean that is not a vector, ``batch_size < 2`` or ``sigma0 <= 0``.
     """
-    mean = jnp.asarray(mean)
-    if not jnp.issubdtype(mean.dtype, jnp.floating):
-        mean = mean.astype(jnp.zeros(()).dtype)
-    n = mean.shape[0] if mean.ndim == 1 else 0
-    lam = common.default_batch_size(max(n, 1)) if batch_size is None else batch_size
-    n = common.check_init(mean, sigma0, lam, "sep-CMA-ES")
+    mean, n, lam = common.start(mean, sigma0, batch_size, "sep-CMA-ES")
     dtype = mean.dtype
     low, high = common.bounds_arrays(lower_bounds, upper_bounds, n, dtype, "sep-CMA-ES")
     return SepCMAESState(

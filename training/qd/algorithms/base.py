@@ -79,6 +79,32 @@ class Algorithm:
         return lr, tmin
 
 
+def fill_instances(
+    task: Task,
+    hyperparameters: dict[str, Any],
+    *,
+    vector: tuple[int, float],
+    policy: tuple[int, float],
+) -> dict[str, Any]:
+    """``num_emitters`` and ``sigma0`` of an algorithm of independent ES-like instances: the
+    values left as None become ``vector`` or ``policy`` (``(num_emitters, sigma0)``) by the
+    task's genome kind, and both are checked to be an integer and a number."""
+    hp = dict(hyperparameters)
+    num, sigma0 = policy if task.spec.genome == "policy" else vector
+    if hp.get("num_emitters") is None:
+        hp["num_emitters"] = num
+    if hp.get("sigma0") is None:
+        hp["sigma0"] = sigma0
+    try:
+        hp["num_emitters"], hp["sigma0"] = int(hp["num_emitters"]), float(hp["sigma0"])
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"num_emitters must be an integer and sigma0 a number, given "
+            f"num_emitters={hp['num_emitters']!r}, sigma0={hp['sigma0']!r}"
+        ) from None
+    return hp
+
+
 _ALGORITHMS: dict[str, Algorithm] = {}
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from training.qd.algorithms.actor_critic import TD3_DEFAULTS, td3_config
-from training.qd.algorithms.base import Algorithm, register
+from training.qd.algorithms.base import Algorithm, fill_instances, register
 from training.qd.emitter import Emitter
 from training.qd.emitters.gradient_arborescence import GradientArborescenceEmitter
 from training.qd.emitters.gradients import task_objective
@@ -17,20 +17,7 @@ from zoo.tasks.base import Task
 def resolve_mega(task: Task, hp: dict[str, Any]) -> dict[str, Any]:
     """``num_emitters`` and ``sigma0`` left as None: the CMA-MEGA paper's 15 and 10 on vector
     tasks, 5 and 0.05 on policy tasks."""
-    policy = task.spec.genome == "policy"
-    hp = dict(hp)
-    if hp.get("num_emitters") is None:
-        hp["num_emitters"] = 5 if policy else 15
-    if hp.get("sigma0") is None:
-        hp["sigma0"] = 0.05 if policy else 10.0
-    try:
-        hp["num_emitters"], hp["sigma0"] = int(hp["num_emitters"]), float(hp["sigma0"])
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"num_emitters must be an integer and sigma0 a number, given "
-            f"num_emitters={hp['num_emitters']!r}, sigma0={hp['sigma0']!r}"
-        ) from None
-    return hp
+    return fill_instances(task, hp, vector=(15, 10.0), policy=(5, 0.05))
 
 
 def _build_cma_mega(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.qd.algorithms.base import Algorithm, register
+from training.qd.algorithms.base import Algorithm, fill_instances, register
 from training.qd.emitter import Emitter
 from training.qd.emitters.evolution_strategy import EvolutionStrategyEmitter
 from zoo.errors import ConfigError
@@ -16,22 +16,10 @@ def resolve_es(task: Task, hp: dict[str, Any]) -> dict[str, Any]:
     tasks, the scaled CMA-MAE paper's 5 and 0.02 on policy tasks; ``threshold_min`` left as
     None: the task's lowest fitness (``min_fitness``, else its QD offset, the fitness that
     scores 0)."""
-    policy = task.spec.genome == "policy"
-    hp = dict(hp)
-    if hp.get("num_emitters") is None:
-        hp["num_emitters"] = 5 if policy else 15
-    if hp.get("sigma0") is None:
-        hp["sigma0"] = 0.02 if policy else 0.5
+    hp = fill_instances(task, hp, vector=(15, 0.5), policy=(5, 0.02))
     if "threshold_min" in hp and hp["threshold_min"] is None:
         low = task.spec.min_fitness
         hp["threshold_min"] = float(task.spec.qd_offset if low is None else low)
-    try:
-        hp["num_emitters"], hp["sigma0"] = int(hp["num_emitters"]), float(hp["sigma0"])
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"num_emitters must be an integer and sigma0 a number, given "
-            f"num_emitters={hp['num_emitters']!r}, sigma0={hp['sigma0']!r}"
-        ) from None
     return hp
 
 

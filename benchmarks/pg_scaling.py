@@ -97,13 +97,16 @@ def run_one(args: argparse.Namespace, algorithm: str, batch_size: int) -> Result
     start = time.perf_counter()
     run = Run(config)
     state = run.initial_state()
-    first = min(args.chunk, run.iterations)
+    # At least three quarters of the iterations are timed in steady state, however few the
+    # budget leaves at a large batch (chunks of one length: one compilation).
+    chunk = max(1, min(args.chunk, run.iterations // 4))
+    first = min(chunk, run.iterations)
     state, _ = run.chunk(state, first)
     jax.block_until_ready(state)
     compiled = time.perf_counter()
     done = first
     while done < run.iterations:
-        length = min(args.chunk, run.iterations - done)
+        length = min(chunk, run.iterations - done)
         state, _ = run.chunk(state, length)
         done += length
     jax.block_until_ready(state)
@@ -178,6 +181,9 @@ def qdax_pga_me(args: argparse.Namespace, batch_size: int, iterations: int) -> f
         f"--critic-steps={hp['critic_steps']}",
         f"--pg-steps={hp['pg_steps']}",
         f"--transition-batch={hp['transition_batch']}",
+        # QDax refuses to insert more transitions at once than its buffer holds (ours keeps
+        # the newest): at least one batch of episodes.
+        f"--replay-buffer-size={max(hp['buffer_size'], batch_size * args.episode_length)}",
     ]
     env = {**os.environ, "JAX_PLATFORMS": jax.devices()[0].platform}
     env.pop("XLA_FLAGS", None)  # QDax runs the population on one device
@@ -329,9 +335,8 @@ def main() -> None:
         for r in results:
             if r.algorithm == "pga-me":
                 print(f"running QDax PGA-ME at batch {r.batch_size} ...", file=sys.stderr)
-                steady = r.evaluations // r.batch_size - min(
-                    args.chunk, r.evaluations // r.batch_size
-                )
+                iterations = r.evaluations // r.batch_size
+                steady = iterations - max(1, min(args.chunk, iterations // 4))
                 qdax[r.batch_size] = qdax_pga_me(args, r.batch_size, steady)
     report(args, results, missing, qdax)
 

@@ -96,6 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--critic-steps", type=int, default=300, help="PGA-ME critic steps")
     p.add_argument("--pg-steps", type=int, default=100, help="PGA-ME policy-gradient steps")
     p.add_argument("--transition-batch", type=int, default=256, help="PGA-ME TD3 minibatch")
+    p.add_argument(
+        "--replay-buffer-size",
+        type=int,
+        default=1_000_000,
+        help="PGA-ME replay buffer (QDax refuses a batch of transitions larger than it)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line only")
     return p.parse_args(argv)
 
@@ -149,6 +155,7 @@ def main(argv=None) -> dict:
                 num_critic_training_steps=args.critic_steps,
                 num_pg_training_steps=args.pg_steps,
                 batch_size=args.transition_batch,
+                replay_buffer_size=args.replay_buffer_size,
             ),
             policy_network=policy_network,
             env=env,

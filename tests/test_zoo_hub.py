@@ -323,7 +323,9 @@ def test_bundled_artifacts_match_their_catalog_entries() -> None:
         files = sorted(p.name for p in path.iterdir())
         assert set(files) <= set(ARTIFACT_FILES), files  # no checkpoint/, nothing else
         assert entry.size == sum(p.stat().st_size for p in path.iterdir())
-        assert entry.size <= 4 * 1024 * 1024
+        # Small enough to ship in the package: at most 6 MiB (ASCII-ME's archive carries
+        # every elite's trajectory states as extras, and a card's tour GIF is about 1 MiB).
+        assert entry.size <= 6 * 1024 * 1024
         config = json.loads((path / "config.json").read_text())
         assert {k: config["metrics"][k] for k in catalog.METRIC_NAMES} == dict(entry.metrics)
         if entry.recipe is not None:

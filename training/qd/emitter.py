@@ -35,6 +35,7 @@ import abc
 from typing import Any, Protocol
 
 import equinox as eqx
+import jax
 from jaxtyping import Array, PRNGKeyArray
 
 from zoo.archive import Archive, InsertInfo
@@ -124,3 +125,9 @@ class Emitter(eqx.Module):
         """
         del key, archive, genomes, evaluation, insert_info, evaluate
         return state, {}
+
+
+def one_genome(archive: Archive) -> Any:
+    """One genome of the archive's structure (its first cell, without the cells axis): the
+    template to unflatten vectors into, or to read a policy's spec from."""
+    return jax.tree_util.tree_map(lambda x: x[0], archive.genomes)

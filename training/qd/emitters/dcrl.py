@@ -49,7 +49,7 @@ from models.conditioned import condition, conditioned_spec, fold_descriptor, nor
 from models.critic import TwinCritic
 from models.policy import MLPPolicy
 from training import fit, replay, td3
-from training.qd.emitter import Emitter, EvaluateFn, Metrics
+from training.qd.emitter import Emitter, EvaluateFn, Metrics, one_genome
 from training.qd.emitters.policy_gradient import _policy_spec
 from zoo.archive import Archive, InsertInfo
 from zoo.errors import ConfigError, ShapeError
@@ -257,7 +257,7 @@ class DCRLEmitter(Emitter):
                 "the same task"
             )
         k_actor, k_critic = jax.random.split(key)
-        spec = _policy_spec(jax.tree_util.tree_map(lambda x: x[0], archive.genomes))
+        spec = _policy_spec(one_genome(archive))
         actor = conditioned_spec(spec, descriptor_size).init(k_actor)
         learner = td3.init(k_critic, actor, self.td3_config)
         template = conditioned_template(spec.observation_size, spec.action_size, descriptor_size)

@@ -42,7 +42,7 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from models.policy import flatten_population, unflatten_population
 from training.es import BACKENDS
-from training.qd.emitter import Emitter, EvaluateFn, Metrics
+from training.qd.emitter import Emitter, EvaluateFn, Metrics, one_genome
 from zoo.archive import Archive, InsertInfo
 from zoo.errors import ConfigError
 from zoo.tasks.base import Evaluation
@@ -65,11 +65,6 @@ class EvolutionStrategyEmitterState(eqx.Module):
     es: Any
     restarts: Int[Array, ""]
     started: Array
-
-
-def _one_genome(archive: Archive) -> Any:
-    """One genome of the archive's structure (its first cell)."""
-    return jax.tree_util.tree_map(lambda x: x[0], archive.genomes)
 
 
 def select_instances(mask: Array, new: Any, old: Any) -> Any:
@@ -183,7 +178,7 @@ class EvolutionStrategyEmitter(Emitter):
 
     def init(self, key: PRNGKeyArray, archive: Archive) -> EvolutionStrategyEmitterState:
         del key
-        flat, _ = ravel_pytree(_one_genome(archive))
+        flat, _ = ravel_pytree(one_genome(archive))
         means = jnp.zeros((self.num_emitters, flat.shape[0]), flat.dtype)
         return EvolutionStrategyEmitterState(
             es=self._fresh(means),
@@ -201,7 +196,7 @@ class EvolutionStrategyEmitter(Emitter):
         del evaluate
         keys = jax.random.split(key, self.num_emitters)
         solutions = jax.vmap(BACKENDS[self.es].ask)(keys, state.es)
-        template = _one_genome(archive)
+        template = one_genome(archive)
         flat = solutions.reshape(self.batch_size, -1)
         return unflatten_population(template, flat), state
 

@@ -40,7 +40,7 @@ from models.policy import flatten_population, unflatten_population
 from training import td3
 from training.es import cma_es
 from training.es.common import recombination_weights
-from training.qd.emitter import Emitter, EvaluateFn, Metrics
+from training.qd.emitter import Emitter, EvaluateFn, Metrics, one_genome
 from training.qd.emitters.evolution_strategy import (
     RESTART_RULES,
     SELECTION_RULES,
@@ -203,7 +203,7 @@ class GradientArborescenceEmitter(Emitter):
         evaluate: EvaluateFn,
     ) -> tuple[Any, GradientArborescenceState]:
         k_grad, k_coeff = jax.random.split(key)
-        template = jax.tree_util.tree_map(lambda x: x[0], archive.genomes)
+        template = one_genome(archive)
         if self.objective is not None:
             jacobian = exact_jacobian(self.objective, state.theta)
         elif self.td3_config is not None:

@@ -29,7 +29,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from models.policy import flatten_population, unflatten_population
-from training.qd.emitter import Emitter, EvaluateFn, Metrics
+from training.qd.emitter import Emitter, EvaluateFn, Metrics, one_genome
 from training.qd.emitters.gradients import es_jacobian
 from zoo.archive import Archive, InsertInfo
 from zoo.errors import ConfigError
@@ -176,7 +176,7 @@ class MEESEmitter(Emitter):
             lambda a, b: jnp.where(new_parent, a, b), fresh, state.optimiser
         )
 
-        template = jax.tree_util.tree_map(lambda x: x[0], archive.genomes)
+        template = one_genome(archive)
         phase = jnp.repeat(explore, self.samples)
 
         def objective(evaluation: Evaluation) -> Array:

@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from models.critic import TwinCritic
 from models.policy import MLPPolicy, PolicySpec, unflatten_population
 from training import fit, replay, td3
-from training.qd.emitter import Emitter, EvaluateFn, Metrics
+from training.qd.emitter import Emitter, EvaluateFn, Metrics, one_genome
 from zoo.archive import Archive, InsertInfo
 from zoo.errors import ConfigError
 from zoo.tasks.base import Evaluation
@@ -159,7 +159,7 @@ def init_learning(
     """``{"buffer", "learner"}``: an empty replay buffer of ``buffer_size`` transitions and a
     fresh TD3 learner whose greedy actor has the archive's policy spec."""
     k_actor, k_critic = jax.random.split(key)
-    spec = _policy_spec(jax.tree_util.tree_map(lambda x: x[0], archive.genomes))
+    spec = _policy_spec(one_genome(archive))
     learner = td3.init(k_critic, spec.init(k_actor), config)
     template = td3.transition_template(spec.observation_size, spec.action_size)
     return {"buffer": replay.init(template, buffer_size), "learner": learner}

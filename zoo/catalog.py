@@ -219,3 +219,17 @@ def resolve_artifact(
     from zoo.hub import resolve_local_or_hub
 
     return resolve_local_or_hub(name_or_path, revision, token=token)
+
+
+def recorded_path(path: str | Path) -> str:
+    """``path`` as an artifact records it, without this machine's directories: a bundled file
+    as ``zoo/data/...``, a file under the working directory relative to it, one under the
+    home directory from ``~``, anything else as given."""
+    resolved = Path(path).resolve()
+    for root, prefix in ((DATA_DIR.resolve(), "zoo/data/"), (Path.cwd().resolve(), "")):
+        if resolved.is_relative_to(root):
+            return prefix + resolved.relative_to(root).as_posix()
+    home = Path.home().resolve()
+    if resolved.is_relative_to(home):
+        return "~/" + resolved.relative_to(home).as_posix()
+    return str(path)

@@ -1,11 +1,22 @@
-"""A distilled policy generator: policy VAE + measure-conditioned latent diffusion.
+"""A distilled policy generator: policy VAE + conditional latent diffusion.
 
-A :class:`Generator` samples policies for requested measures (behaviour descriptors)::
+A :class:`Generator` samples policies for requested measures (behaviour descriptors), or for
+text descriptions when it was distilled with ``--condition text`` or ``both``::
 
     import jax, zoo
     gen = zoo.load_generator("walker2d-uni-ldm")            # catalog name, repo id or directory
     policies = gen.sample(jax.random.key(0), measures=[[0.2, 0.8], [0.9, 0.1]], num_samples=4)
     result = gen.make_task().evaluate(policies, jax.random.key(1))   # 8 policies
+    text_gen.sample(jax.random.key(0), text=["hop forward on the left foot"], num_samples=4)
+
+Conditions (``config["conditions"]``, ``["measures"]`` when absent): ``"measures"`` (the
+:class:`~models.denoiser.MeasureEncoder`), ``"text"`` (the frozen all-MiniLM-L6-v2 sentence
+embedding of the prompt, :class:`zoo.text_encoder.TextEncoder`, through the trainable
+:class:`~models.denoiser.TextConditionEncoder`) or both; with both, the measure tokens come
+first, then the text tokens, and a modality that is not given is replaced by its slice of the
+learned null condition (training dropped each one independently), so either can be given
+alone. The sentence encoder is identified in ``config["text_encoder"]`` (package, version,
+sha256 of its weights), never stored.
 
 Sampling: the measures ``[n, k]`` are normalised to ``[0, 1]`` by the descriptor bounds of the
 source archive and encoded into condition tokens (:class:`~models.denoiser.MeasureEncoder`);
@@ -37,7 +48,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
 from hub_cards import TOUR_NAME
-from models.denoiser import ConditionalDenoiser, MeasureEncoder
+from models.denoiser import ConditionalDenoiser, MeasureEncoder, TextConditionEncoder
 from models.diffusion import (
     DiffusionSchedule,
     classifier_free_guidance,
@@ -52,6 +63,8 @@ from models.policy_vae import PolicyVAE, count_parameters
 from zoo.artifact import POLICY_FIELDS, TASK_FIELDS, Artifact
 from zoo.errors import (
     ArtifactError,
+    ChecksumError,
+    ConditionError,
     ConfigError,
     FormatVersionError,
     NonFiniteError,
@@ -74,17 +87,27 @@ from zoo.tasks.base import Task
 __all__ = [
     "ARTIFACT_FILES",
     "FORMAT_VERSION",
+    "CONDITIONS",
     "SAMPLERS",
     "Generator",
+    "condition_tokens",
+    "config_conditions",
     "encode_means",
     "load_generator",
+    "load_text_encoder",
     "measure_encoder_config",
+    "text_encoder_identity",
+    "text_prompts",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version 2: the decoder's basis heads take the latent and start from the archive's principal
 directions, and the encoder projects each layer on them (``PolicyVAE.with_archive_basis``);
-the measure encoder can see Fourier features of the measures (``frequencies``)."""
+the measure encoder can see Fourier features of the measures (``frequencies``). Version 3
+adds text conditions (``conditions``, ``text_encoder``, ``text_condition_encoder/``); a
+generator conditioned on measures alone is still written as version 2 (older qdzoo reads it)."""
+MEASURES_ONLY_FORMAT_VERSION = 2
+"""The version written for a generator conditioned on measures alone."""
 OLDEST_READABLE_VERSION = 2
 """Version 1 generators came from development versions before the first release: their
 decoder's basis heads had another layout, so their weights cannot be read into version 2."""
@@ -92,8 +115,11 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 METRICS_LOG = "metrics.jsonl"
 WEIGHTS_NAME = "model.safetensors"
-COMPONENTS = ("vae", "denoiser", "condition_encoder")
-"""Sub-folders of a generator directory, each ``config.json`` + ``model.safetensors``."""
+COMPONENTS = ("vae", "denoiser", "condition_encoder", "text_condition_encoder")
+"""Sub-folders of a generator directory, each ``config.json`` + ``model.safetensors``
+(``condition_encoder/`` with measure conditions, ``text_condition_encoder/`` with text)."""
+CONDITIONS = ("measures", "text")
+"""The kinds of condition a generator can accept (``config["conditions"]``)."""
 ARTIFACT_FILES = (
     CONFIG_NAME,
     CARD_NAME,
@@ -158,20 +184,38 @@ def _vae_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _build_skeletons(
-    config: Mapping[str, Any],
-) -> tuple[PolicyVAE, ConditionalDenoiser, MeasureEncoder]:
-    """Shape-only modules (``jax.ShapeDtypeStruct`` leaves) built from a generator config."""
+def config_conditions(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The conditions a generator config accepts (``("measures",)`` when it names none)."""
+    return tuple(config.get("conditions") or ("measures",))
+
+
+def _components(conditions: Sequence[str]) -> tuple[str, ...]:
+    """The sub-folders of a generator accepting ``conditions``."""
+    return (
+        "vae",
+        "denoiser",
+        *(("condition_encoder",) if "measures" in conditions else ()),
+        *(("text_condition_encoder",) if "text" in conditions else ()),
+    )
+
+
+def _build_skeletons(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Shape-only modules (``jax.ShapeDtypeStruct`` leaves) built from a generator config,
+    by sub-folder (:func:`_components`)."""
     spec = PolicySpec.from_dict(config["policy"])
     key = jax.random.key(0)
-    vae = eqx.filter_eval_shape(lambda k: PolicyVAE(spec, key=k, **_vae_kwargs(config["vae"])), key)
-    denoiser = eqx.filter_eval_shape(
-        lambda k: ConditionalDenoiser(key=k, **config["denoiser"]), key
-    )
-    encoder = eqx.filter_eval_shape(
-        lambda k: MeasureEncoder(key=k, **config["condition_encoder"]), key
-    )
-    return vae, denoiser, encoder
+    builders: dict[str, Callable[[PRNGKeyArray], Any]] = {
+        "vae": lambda k: PolicyVAE(spec, key=k, **_vae_kwargs(config["vae"])),
+        "denoiser": lambda k: ConditionalDenoiser(key=k, **config["denoiser"]),
+        "condition_encoder": lambda k: MeasureEncoder(key=k, **config["condition_encoder"]),
+        "text_condition_encoder": lambda k: TextConditionEncoder(
+            key=k, **config["text_condition_encoder"]
+        ),
+    }
+    return {
+        folder: eqx.filter_eval_shape(builders[folder], key)
+        for folder in _components(config_conditions(config))
+    }
 
 
 def _module_arrays(module: Any) -> dict[str, np.ndarray]:
@@ -244,13 +288,57 @@ def clipped_eps_fn(
     return clipped
 
 
+def condition_tokens(
+    denoiser: ConditionalDenoiser,
+    measure_encoder: MeasureEncoder | None,
+    text_encoder: TextConditionEncoder | None,
+    measures: Float[Array, "batch k"] | None,
+    text: Float[Array, "batch embedding"] | None,
+    *,
+    keep_measures: Bool[Array, " batch"] | None = None,
+    keep_text: Bool[Array, " batch"] | None = None,
+) -> Float[Array, "batch tokens condition"]:
+    """The condition tokens of a batch: the measure tokens, then the text tokens, of the
+    encoders the generator has (``None``: it has none of that kind).
+
+    A modality whose input is ``None``, or a row whose ``keep_*`` is ``False`` (condition
+    dropout in training), gets that modality's slice of ``denoiser.null_condition`` (the
+    measure slice first, then the text slice). With one encoder and no ``keep_*`` this is
+    just that encoder applied to every row.
+    """
+    given = measures if measures is not None else text
+    if given is None:
+        raise ValueError("condition_tokens needs measures or text")
+    batch = given.shape[0]
+    parts = []
+    offset = 0
+    for encoder, inputs, keep in (
+        (measure_encoder, measures, keep_measures),
+        (text_encoder, text, keep_text),
+    ):
+        if encoder is None:
+            continue
+        null = denoiser.null_condition[offset : offset + encoder.num_tokens]
+        offset += encoder.num_tokens
+        if inputs is None:
+            parts.append(jnp.broadcast_to(null, (batch, *null.shape)))
+            continue
+        tokens = jax.vmap(encoder)(inputs)
+        if keep is not None:
+            tokens = jnp.where(keep[:, None, None], tokens, null)
+        parts.append(tokens)
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+
+
 @eqx.filter_jit
 def _sample_latents(
     denoiser: ConditionalDenoiser,
-    encoder: MeasureEncoder,
+    encoder: MeasureEncoder | None,
+    text_encoder: TextConditionEncoder | None,
     schedule: DiffusionSchedule,
     key: PRNGKeyArray,
-    conditions: Float[Array, "batch k"],
+    conditions: Float[Array, "batch k"] | None,
+    text: Float[Array, "batch embedding"] | None,
     latent_scale: Float[Array, ""],
     clip_x0: Float[Array, ""],
     guidance: Float[Array, ""] | None,
@@ -258,10 +346,11 @@ def _sample_latents(
     steps: int,
 ) -> Float[Array, "batch latent"]:
     """Latents (in the VAE's space, i.e. divided by ``latent_scale``) for ``conditions``
-    normalised to ``[0, 1]``; ``guidance=None`` is the plain conditional prediction;
-    ``clip_x0`` bounds the implied clean scaled latent (``inf``: no bound)."""
-    tokens = jax.vmap(encoder)(conditions)
-    shape = (conditions.shape[0], denoiser.latent_size)
+    normalised to ``[0, 1]`` and/or sentence embeddings ``text`` (:func:`condition_tokens`);
+    ``guidance=None`` is the plain conditional prediction; ``clip_x0`` bounds the implied
+    clean scaled latent (``inf``: no bound)."""
+    tokens = condition_tokens(denoiser, encoder, text_encoder, conditions, text)
+    shape = (tokens.shape[0], denoiser.latent_size)
     eps_fn = denoiser.batched
     if guidance is not None:
         eps_fn = classifier_free_guidance(eps_fn, denoiser.null_condition, guidance)
@@ -293,7 +382,13 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     Field("latent_scale", "finite number"),
     Field("vae", "dict"),
     Field("denoiser", "dict"),
-    Field("condition_encoder", "dict"),
+    Field("condition_encoder", "dict", optional=True),
+    Field("conditions", "list[str]", optional=True),
+    Field("text_condition_encoder", "dict", optional=True),
+    Field("text_encoder", "dict", optional=True),
+    Field("text_encoder.package", "str", optional=True),
+    Field("text_encoder.version", "str", optional=True),
+    Field("text_encoder.sha256", "str", optional=True),
 )
 """The schema of a generator's ``config.json`` (``docs/FORMAT.md``), checked on save and load."""
 
@@ -318,7 +413,8 @@ def as_key(key: Any) -> PRNGKeyArray:
 
 
 class Generator(Artifact):
-    """A policy VAE, a conditional latent denoiser and its measure encoder, with their config.
+    """A policy VAE, a conditional latent denoiser and its condition encoders, with their
+    config.
 
     Build one with :func:`load_generator` (or :meth:`from_pretrained`) or by distilling an
     archive (:func:`training.distill.distill`).
@@ -328,7 +424,9 @@ class Generator(Artifact):
         denoiser: :class:`~models.denoiser.ConditionalDenoiser` (epsilon prediction on scaled
             latents).
         measure_encoder: :class:`~models.denoiser.MeasureEncoder` (measures normalised to
-            ``[0, 1]``, ``[k]`` -> condition tokens).
+            ``[0, 1]``, ``[k]`` -> condition tokens); ``None`` when it takes text alone.
+        text_condition_encoder: :class:`~models.denoiser.TextConditionEncoder` (a sentence
+            embedding -> condition tokens); ``None`` when it takes measures alone.
         schedule: the :class:`~models.diffusion.DiffusionSchedule` the denoiser was trained on.
         latent_scale: the denoiser sees VAE latents multiplied by it (1 / std of the encoded
             archive).
@@ -349,17 +447,22 @@ class Generator(Artifact):
         self,
         vae: PolicyVAE,
         denoiser: ConditionalDenoiser,
-        measure_encoder: MeasureEncoder,
+        measure_encoder: MeasureEncoder | None,
         schedule: DiffusionSchedule,
         latent_scale: float,
         config: Mapping[str, Any],
+        *,
+        text_condition_encoder: TextConditionEncoder | None = None,
     ) -> None:
-        """Assemble a generator; architecture entries of ``config`` are (re)written from the
-        modules, and ``config`` must hold ``task``, ``policy`` and ``descriptors``.
+        """Assemble a generator; architecture entries of ``config`` (and ``conditions``) are
+        (re)written from the modules, and ``config`` must hold ``task``, ``policy`` and
+        ``descriptors`` (and ``text_encoder``, the sentence encoder's identity, with a
+        ``text_condition_encoder``).
 
         Raises:
-            ConfigError: a missing config section, a policy spec that is not the VAE's, or
-                descriptor bounds that do not match the measure encoder.
+            ConfigError: a missing config section, a policy spec that is not the VAE's,
+                descriptor bounds that do not match the measure encoder, no condition
+                encoder, or condition encoders whose tokens do not match the denoiser's.
         """
         config = dict(config)
         for section in ("task", "policy", "descriptors"):
@@ -380,7 +483,28 @@ class Generator(Artifact):
                 f"descriptors: {k} names but {len(descriptors['low'])} low and "
                 f"{len(descriptors['high'])} high bounds"
             )
-        if measure_encoder.measure_size != k:
+        if measure_encoder is None and text_condition_encoder is None:
+            raise ConfigError(
+                "a generator needs a measure encoder, a text condition encoder or both; "
+                "distill one with training.distill.run"
+            )
+        if text_condition_encoder is not None and not isinstance(config.get("text_encoder"), dict):
+            raise ConfigError(
+                "a text-conditioned generator's config needs a 'text_encoder' section (package, "
+                "version and sha256 of the sentence encoder's weights)"
+            )
+        encoders = [e for e in (measure_encoder, text_condition_encoder) if e is not None]
+        tokens = sum(e.num_tokens for e in encoders)
+        null = tuple(denoiser.null_condition.shape)
+        if null != (tokens, encoders[0].token_size) or any(
+            e.token_size != encoders[0].token_size for e in encoders
+        ):
+            raise ConfigError(
+                f"the denoiser's null condition is {null} but the condition encoders emit "
+                f"{[(e.num_tokens, e.token_size) for e in encoders]} tokens; they were not "
+                "trained together"
+            )
+        if measure_encoder is not None and measure_encoder.measure_size != k:
             raise ConfigError(
                 f"the measure encoder takes {measure_encoder.measure_size} measures but the "
                 f"config names {k} descriptors ({', '.join(descriptors['names'])})"
@@ -390,8 +514,10 @@ class Generator(Artifact):
         self.vae = vae
         self.denoiser = denoiser
         self.measure_encoder = measure_encoder
+        self.text_condition_encoder = text_condition_encoder
         self.schedule = schedule
         self.latent_scale = float(latent_scale)
+        encoders_by_kind = (measure_encoder, text_condition_encoder)
         diffusion = dict(config.get("diffusion", {}))
         diffusion.setdefault("schedule", "cosine")
         diffusion.setdefault("prediction", "epsilon")
@@ -399,10 +525,20 @@ class Generator(Artifact):
         config.update(
             vae=_jsonable(vae.config),
             denoiser=_jsonable(denoiser.config),
-            condition_encoder=measure_encoder_config(measure_encoder),
             diffusion=diffusion,
             latent_scale=self.latent_scale,
+            conditions=[
+                name for name, e in zip(CONDITIONS, encoders_by_kind, strict=True) if e is not None
+            ],
         )
+        config.pop("condition_encoder", None)
+        config.pop("text_condition_encoder", None)
+        if measure_encoder is not None:
+            config["condition_encoder"] = measure_encoder_config(measure_encoder)
+        if text_condition_encoder is not None:
+            config["text_condition_encoder"] = text_condition_encoder.config
+        else:
+            config.pop("text_encoder", None)
         config.setdefault("metrics", {})
         config.setdefault("images", [])
         self.config: dict[str, Any] = config
@@ -439,15 +575,23 @@ class Generator(Artifact):
     def measure_size(self) -> int:
         return len(self.config["descriptors"]["names"])
 
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The conditions :meth:`sample` accepts: ``("measures",)``, ``("text",)`` or
+        ``("measures", "text")`` (either alone, or both)."""
+        return config_conditions(self.config)
+
     def num_parameters(self) -> dict[str, int]:
         """Scalars per part: ``vae_encoder``, ``vae_decoder``, ``denoiser``,
-        ``condition_encoder`` (archive statistics count with the decoder)."""
+        ``condition_encoder`` (the measure and text condition encoders together; archive
+        statistics count with the decoder; the frozen sentence encoder is not counted)."""
         stats = 0 if self.vae.archive_mean is None else 2 * self.vae.archive_mean.size
+        encoders = [e for e in (self.measure_encoder, self.text_condition_encoder) if e is not None]
         return {
             "vae_encoder": count_parameters(self.vae.encoder),
             "vae_decoder": count_parameters(self.vae.decoder) + stats,
             "denoiser": count_parameters(self.denoiser),
-            "condition_encoder": count_parameters(self.measure_encoder),
+            "condition_encoder": sum(count_parameters(e) for e in encoders),
         }
 
     def check_task(self, task: Task, *, ignore: Sequence[str] = ("episode_length",)) -> None:
@@ -492,8 +636,8 @@ class Generator(Artifact):
         layers = " -> ".join(map(str, spec.layer_sizes))
         return (
             f"Generator(task={self.config['task']['name']!r}, policy={layers}, "
-            f"measures={list(self.descriptor_names)}, latent={self.vae.latent_size}, "
-            f"T={self.schedule.num_timesteps})"
+            f"measures={list(self.descriptor_names)}, conditions={list(self.conditions)}, "
+            f"latent={self.vae.latent_size}, T={self.schedule.num_timesteps})"
         )
 
     # -------------------------------------------------------------------------- sampling
@@ -543,21 +687,92 @@ class Generator(Artifact):
         values = np.clip(values, low, high)
         return ((values - low) / (high - low)).astype(np.float32)
 
+    def embed_text(self, text: str | Sequence[str]) -> Float[Array, "n embedding"]:
+        """The frozen sentence encoder's unit-norm embeddings ``[n, embedding]`` of prompts.
+
+        The encoder (all-MiniLM-L6-v2, :class:`zoo.text_encoder.TextEncoder`) is loaded once
+        per process from qdzoo's cache and its weights checked against the sha256 recorded
+        in ``config["text_encoder"]``.
+
+        Raises:
+            ConditionError: this generator does not take text.
+            ConfigError: not a string or a non-empty list of non-empty strings.
+            MissingTextEncoderError: the encoder is not set up (``qdzoo text-setup``).
+            ChecksumError: the encoder's weights are not the ones the generator was trained
+                with.
+        """
+        if "text" not in self.conditions:
+            raise ConditionError(self._condition_message("text"))
+        texts = text_prompts(text)
+        encoder = load_text_encoder(self.config["text_encoder"])
+        return encoder.encode(texts)
+
+    def _condition_message(self, given: str) -> str:
+        """Why a request of the ``given`` kind (``"text"``, ``"measures"``, ``"none"``) is
+        refused, and how to fix it."""
+        accepted = self.conditions
+        names = ", ".join(self.descriptor_names)
+        how = {
+            "measures": f"measures=[[...]] with {self.measure_size} numbers per condition "
+            f"({names}) (`--measures` in the CLI)",
+            "text": 'text=["hop forward on the left foot"] (`--text` in the CLI)',
+        }
+        accepts = " or ".join(f"{c} ({how[c]})" for c in accepted)
+        if given == "none":
+            return f"this generator needs a condition: pass {accepts}"
+        other = "measures" if given == "text" else "text"
+        distil = f"distil a generator with `qdzoo distill ARCHIVE --condition {given}` (or both)"
+        if other not in accepted:  # pragma: no cover - a generator accepts something
+            return f"this generator does not take {given}; {distil}"
+        return (
+            f"this generator was distilled to take {' and '.join(accepted)} "
+            f"(conditions {list(accepted)}), not {given}: pass {accepts} instead, or {distil}"
+        )
+
+    def _request(
+        self, measures: ArrayLike | None, text: str | Sequence[str] | None, clip: bool
+    ) -> tuple[np.ndarray | None, Array | None]:
+        """Checked conditions: ``[n, k]`` normalised measures and ``[n, embedding]`` text
+        embeddings, each ``None`` when not given (one given alone is broadcast over the
+        other's rows when it has one row)."""
+        accepted = self.conditions
+        if measures is None and text is None:
+            raise ConditionError(self._condition_message("none"))
+        for kind, value in (("measures", measures), ("text", text)):
+            if value is not None and kind not in accepted:
+                raise ConditionError(self._condition_message(kind))
+        conditions = None if measures is None else self.normalise_measures(measures, clip=clip)
+        embeddings = None if text is None else self.embed_text(text)
+        if conditions is not None and embeddings is not None:
+            n_m, n_t = conditions.shape[0], embeddings.shape[0]
+            if n_m != n_t and 1 not in (n_m, n_t):
+                raise ShapeError(
+                    f"measures and text must describe the same conditions, one row of measures "
+                    f"per prompt; given {n_m} rows of measures and {n_t} prompts (pass one "
+                    "of either to pair it with every row of the other)"
+                )
+            n = max(n_m, n_t)
+            conditions = np.repeat(conditions, n // n_m, axis=0)
+            embeddings = jnp.repeat(embeddings, n // n_t, axis=0)
+        return conditions, embeddings
+
     def sample_latents(
         self,
         key: PRNGKeyArray | int,
-        measures: ArrayLike,
+        measures: ArrayLike | None = None,
         num_samples: int = 1,
         *,
+        text: str | Sequence[str] | None = None,
         sampler: str = "ddim",
         steps: int | None = None,
         guidance: float = 1.0,
         clip: bool = False,
     ) -> Float[Array, "batch latent"]:
-        """VAE latents ``[n * num_samples, latent]`` for measures ``[n, k]`` (or ``[k]``),
-        all samples of measure 0 first; the arguments are those of :meth:`sample`."""
+        """VAE latents ``[n * num_samples, latent]`` for measures ``[n, k]`` (or ``[k]``)
+        and/or ``n`` text prompts, all samples of condition 0 first; the arguments are those
+        of :meth:`sample`."""
         key = as_key(key)
-        conditions = self.normalise_measures(measures, clip=clip)
+        conditions, embeddings = self._request(measures, text, clip)
         if not isinstance(num_samples, int | np.integer) or num_samples < 1:
             raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
         if sampler not in SAMPLERS:
@@ -569,13 +784,18 @@ class Generator(Artifact):
             raise ConfigError(f"guidance must be a number, got {guidance!r}") from err
         if not math.isfinite(scale):
             raise ConfigError(f"guidance must be finite, got {guidance!r}")
-        conditions = np.repeat(conditions, int(num_samples), axis=0)
+        if conditions is not None:
+            conditions = jnp.asarray(np.repeat(conditions, int(num_samples), axis=0))
+        if embeddings is not None:
+            embeddings = jnp.repeat(embeddings, int(num_samples), axis=0)
         return _sample_latents(
             self.denoiser,
             self.measure_encoder,
+            self.text_condition_encoder,
             self.schedule,
             key,
-            jnp.asarray(conditions),
+            conditions,
+            embeddings,
             jnp.asarray(self.latent_scale, jnp.float32),
             jnp.asarray(self.clip_x0, jnp.float32),
             None if scale == 1.0 else jnp.asarray(scale, jnp.float32),
@@ -603,22 +823,30 @@ class Generator(Artifact):
     def sample(
         self,
         key: PRNGKeyArray | int,
-        measures: ArrayLike,
+        measures: ArrayLike | None = None,
         num_samples: int = 1,
         *,
+        text: str | Sequence[str] | None = None,
         sampler: str = "ddim",
         steps: int | None = None,
         guidance: float = 1.0,
         clip: bool = False,
     ) -> MLPPolicy:
-        """Sample policies for the requested measures.
+        """Sample policies for the requested measures and/or text descriptions.
+
+        Which conditions a generator takes is :attr:`conditions` (``config["conditions"]``):
+        measures, text, or both (then either alone, or both for the same rows).
 
         Args:
             key: PRNG key (same key, same arguments -> the same policies), or an integer
                 seed (``jax.random.key(seed)``).
             measures: ``[n, k]`` requested measures, or one ``[k]``, in the descriptor units
                 of the source archive (``descriptor_low`` .. ``descriptor_high``).
-            num_samples: policies per requested measure.
+            num_samples: policies per requested condition.
+            text: ``n`` prompts (a list of strings, or one string), e.g. ``["hop forward on
+                the left foot"]``; embedded by the frozen sentence encoder
+                (:meth:`embed_text`). With measures too, one prompt per row of measures (or
+                one of either, paired with every row of the other).
             sampler: ``"ddim"`` (deterministic, ``steps`` default 100), ``"ddpm"``
                 (ancestral, all ``T`` steps) or ``"ode"`` (probability-flow ODE with Heun
                 steps, default 9 = 19 denoiser evaluations).
@@ -629,19 +857,22 @@ class Generator(Artifact):
 
         Returns:
             A population of ``n * num_samples`` policies (leading batch axis on every leaf),
-            row-major: all samples of measure 0, then of measure 1, ...; ready for
+            row-major: all samples of condition 0, then of condition 1, ...; ready for
             ``Task.evaluate``.
 
         Raises:
-            ShapeError: measures of the wrong dimension.
+            ConditionError: a kind of condition this generator does not take (text to a
+                measures-only generator, measures to a text-only one), or none at all.
+            ShapeError: measures of the wrong dimension, or as many rows as prompts.
+            MissingTextEncoderError: text, and the sentence encoder is not set up.
             ConfigError: measures outside the bounds (without ``clip``), bad ``steps``,
                 ``num_samples``, ``guidance`` or ``key``.
             UnknownNameError: an unknown sampler.
             NonFiniteError: some decoded parameters are NaN or infinite (none is returned).
         """
         z = self.sample_latents(
-            key, measures, num_samples, sampler=sampler, steps=steps, guidance=guidance,
-            clip=clip,
+            key, measures, num_samples, text=text, sampler=sampler, steps=steps,
+            guidance=guidance, clip=clip,
         )  # fmt: skip
         return self.decode(z)
 
@@ -719,14 +950,23 @@ class Generator(Artifact):
 
     def _prepare_config(self, config: dict[str, Any], **options: Any) -> None:
         config["num_parameters"] = self.num_parameters()
+        if self.text_condition_encoder is None:
+            config["format_version"] = MEASURES_ONLY_FORMAT_VERSION
 
     def _modules(self) -> dict[str, tuple[Any, dict[str, Any]]]:
         """``{sub-folder: (module, its sub-config without hyperparameters)}``."""
-        return {
+        modules: dict[str, tuple[Any, dict[str, Any]]] = {
             "vae": (self.vae, {"class": "PolicyVAE", "policy": self.config["policy"]}),
             "denoiser": (self.denoiser, {"class": "ConditionalDenoiser"}),
-            "condition_encoder": (self.measure_encoder, {"class": "MeasureEncoder"}),
         }
+        if self.measure_encoder is not None:
+            modules["condition_encoder"] = (self.measure_encoder, {"class": "MeasureEncoder"})
+        if self.text_condition_encoder is not None:
+            modules["text_condition_encoder"] = (
+                self.text_condition_encoder,
+                {"class": "TextConditionEncoder"},
+            )
+        return modules
 
     def _weight_arrays(
         self, config: dict[str, Any], **options: Any
@@ -756,7 +996,9 @@ class Generator(Artifact):
     # -------------------------------------------------------------------------- loading
     @classmethod
     def _required_weight_files(cls, config: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(f"{folder}/{WEIGHTS_NAME}" for folder in COMPONENTS)
+        return tuple(
+            f"{folder}/{WEIGHTS_NAME}" for folder in _components(config_conditions(config))
+        )
 
     @classmethod
     def _check_contents(cls, config: dict[str, Any], path: Path, version: int) -> None:
@@ -768,6 +1010,31 @@ class Generator(Artifact):
                 "archive (`qdzoo distill ARCHIVE --out DIR`)."
             )
         where = f"{path}/config.json"
+        conditions = config.get("conditions") or ["measures"]
+        if not set(conditions) <= set(CONDITIONS) or len(set(conditions)) != len(conditions):
+            raise ArtifactError(
+                f"{where}: conditions must be distinct entries of {list(CONDITIONS)}, got "
+                f"{conditions}; {FIX_LOADED}"
+            )
+        needed = {
+            "condition_encoder": "measures" in conditions,
+            "text_condition_encoder": "text" in conditions,
+            "text_encoder": "text" in conditions,
+        }
+        for section, required in needed.items():
+            if required and not isinstance(config.get(section), dict):
+                raise ArtifactError(
+                    f"{where} takes conditions {conditions} but lacks the {section!r} section "
+                    f"(an object); {FIX_LOADED}"
+                )
+        if "text" in conditions:
+            identity = config["text_encoder"]
+            missing = [f for f in ("package", "version", "sha256") if f not in identity]
+            if missing:
+                raise ArtifactError(
+                    f"{where}: text_encoder lacks {missing} (the sentence encoder's package, "
+                    f"version and weights' sha256); {FIX_LOADED}"
+                )
         k = len(config["descriptors"]["names"])
         sizes = {f"descriptors.{b}": len(config["descriptors"][b]) for b in ("low", "high")}
         if k == 0 or any(n != k for n in sizes.values()):
@@ -779,7 +1046,8 @@ class Generator(Artifact):
     @classmethod
     def _from_checked_directory(cls, path: Path, config: dict[str, Any]) -> Generator:
         arrays = {}
-        for folder in COMPONENTS:
+        components = _components(config_conditions(config))
+        for folder in components:
             sub_config = read_json(path / folder / CONFIG_NAME)
             if not isinstance(sub_config, dict):
                 raise ArtifactError(
@@ -799,14 +1067,86 @@ class Generator(Artifact):
             raise ArtifactError(
                 f"{path}/config.json describes no buildable generator ({err})"
             ) from err
-        vae, denoiser, encoder = (
-            _fill_module(skeleton, arrays[folder], f"{path / folder / WEIGHTS_NAME}")
-            for skeleton, folder in zip(skeletons, COMPONENTS, strict=True)
-        )
+        modules = {
+            folder: _fill_module(skeleton, arrays[folder], f"{path / folder / WEIGHTS_NAME}")
+            for folder, skeleton in skeletons.items()
+        }
         return cls(
-            vae, denoiser, encoder, make_schedule(config["diffusion"]),
-            float(config["latent_scale"]), config,
+            modules["vae"], modules["denoiser"], modules.get("condition_encoder"),
+            make_schedule(config["diffusion"]), float(config["latent_scale"]), config,
+            text_condition_encoder=modules.get("text_condition_encoder"),
         )  # fmt: skip
+
+
+def text_prompts(text: str | Sequence[str]) -> list[str]:
+    """Prompts as a list: one string, or a non-empty sequence of non-empty strings.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    texts = [text] if isinstance(text, str) else text
+    if (
+        not isinstance(texts, Sequence)
+        or not texts
+        or not all(isinstance(t, str) and t.strip() for t in texts)
+    ):
+        raise ConfigError(
+            f"text must be a prompt or a non-empty list of non-empty prompts (strings), given "
+            f"{text!r:.80}; e.g. text=['hop forward on the left foot']"
+        )
+    return list(texts)
+
+
+_TEXT_ENCODERS: dict[str, Any] = {}
+"""Sentence encoders loaded by :func:`load_text_encoder`, by the sha256 they were checked for."""
+
+
+def text_encoder_identity(encoder: Any) -> dict[str, Any]:
+    """``config["text_encoder"]`` of a generator trained with ``encoder``
+    (:class:`zoo.text_encoder.TextEncoder`): name, package, version, sha256 of its weights,
+    embedding size and pooling."""
+    from zoo.text_setup import PACKAGE, PACKAGE_VERSION, sha256_of
+
+    directory = getattr(encoder, "directory", None)
+    return {
+        "name": "sentence-transformers/all-MiniLM-L6-v2",
+        "package": PACKAGE,
+        "version": PACKAGE_VERSION,
+        "sha256": None if directory is None else sha256_of(Path(directory) / "model.safetensors"),
+        "embedding_size": int(encoder.dim),
+        "pooling": "mean over tokens, L2-normalised",
+        "setup": "qdzoo text-setup",
+    }
+
+
+def load_text_encoder(identity: Mapping[str, Any]) -> Any:
+    """The sentence encoder a text-conditioned generator needs (loaded once per process).
+
+    Args:
+        identity: the generator's ``config["text_encoder"]``.
+
+    Raises:
+        MissingTextEncoderError: the encoder is not set up (the message says to run
+            ``qdzoo text-setup``).
+        ChecksumError: its weights are not those the generator was trained with.
+    """
+    from zoo.text_encoder import TextEncoder
+    from zoo.text_setup import SETUP_COMMAND, sha256_of
+
+    expected = identity.get("sha256")
+    key = str(expected)
+    if key not in _TEXT_ENCODERS:
+        encoder = TextEncoder.load()
+        found = sha256_of(Path(encoder.directory) / "model.safetensors")
+        if expected is not None and found != expected:
+            raise ChecksumError(
+                f"this generator was trained with the sentence encoder {identity.get('package')}"
+                f"=={identity.get('version')} whose weights have sha256 {expected}, but "
+                f"{encoder.directory}/model.safetensors has sha256 {found}; run "
+                f"`{SETUP_COMMAND} --force` to install the expected weights"
+            )
+        _TEXT_ENCODERS[key] = encoder
+    return _TEXT_ENCODERS[key]
 
 
 def load_generator(

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,17 @@ HTML_NEEDS_INTERNET = (
 
 @dataclasses.dataclass(frozen=True)
 class SampledRollouts:
-    """Policies sampled for requested measures, each rolled out once.
+    """Policies sampled for requested measures (or text prompts), each rolled out once.
 
     Attributes:
         task: the generator's task (what the policies were rolled out on).
         policies: the population of ``C * n`` policies, all samples of condition 0 first.
         requested: ``[C * n, k]`` the measure each policy was sampled for (clipped to the
-            descriptor bounds when sampling clipped them).
+            descriptor bounds when sampling clipped them; NaN when sampled for text alone).
         achieved: ``[C * n, k]`` the descriptors of its rollout.
         returns: ``[C * n]`` the return of its rollout.
         reset_key: the reset key of the first policy's episode (to replay or render it).
+        prompts: the prompt each policy was sampled for (``None`` without text).
     """
 
     task: Task
@@ -56,6 +58,7 @@ class SampledRollouts:
     achieved: Float[np.ndarray, "batch k"]
     returns: Float[np.ndarray, " batch"]
     reset_key: PRNGKeyArray
+    prompts: tuple[str, ...] | None = None
 
     @property
     def errors(self) -> Float[np.ndarray, " batch"]:
@@ -65,10 +68,11 @@ class SampledRollouts:
 
 def sample_rollouts(
     generator: Any,
-    measures: Float[ArrayLike, "conditions k"],
+    measures: Float[ArrayLike, "conditions k"] | None,
     num_samples: int,
     seed: int,
     *,
+    text: Sequence[str] | None = None,
     sampler: str = "ddim",
     steps: int | None = None,
     guidance: float = 1.0,
@@ -79,8 +83,9 @@ def sample_rollouts(
     Args:
         generator: a :class:`zoo.generator.Generator` (or anything with its ``make_task``,
             ``sample``, ``descriptor_low`` and ``descriptor_high``).
-        measures: ``[C, k]`` requested measures.
+        measures: ``[C, k]`` requested measures (``None``: text alone).
         num_samples: policies per condition.
+        text: ``C`` prompts, for a generator that takes text.
         seed: one seed for sampling and for the (stochastic) resets.
         sampler, steps, guidance, clip: as for :meth:`zoo.generator.Generator.sample`.
 
@@ -93,17 +98,32 @@ def sample_rollouts(
         )
     task = generator.make_task()
     sample_key, eval_key = jax.random.split(jax.random.key(seed))
+    extra = {} if text is None else {"text": list(text)}
     policies = generator.sample(
         sample_key,
         measures,
         num_samples=num_samples,
+        **extra,
         sampler=sampler,
         steps=steps,
         guidance=guidance,
         clip=clip,
     )
     result = jax.jit(task.evaluate)(policies, eval_key)
-    requested = np.repeat(np.asarray(measures, np.float32), num_samples, axis=0)
+    count = len(jax.tree_util.tree_leaves(policies)[0]) // num_samples
+    if measures is None:
+        requested = np.full(
+            (count * num_samples, len(generator.descriptor_low)), np.nan, np.float32
+        )
+    else:
+        requested = np.asarray(measures, np.float32).reshape(-1, len(generator.descriptor_low))
+        requested = np.repeat(
+            np.broadcast_to(requested, (count, requested.shape[1])), num_samples, 0
+        )
+    prompts = None
+    if text is not None:
+        texts = [text] if isinstance(text, str) else list(text)
+        prompts = tuple(np.repeat(np.broadcast_to(np.array(texts), (count,)), num_samples).tolist())
     if clip:
         requested = np.clip(requested, generator.descriptor_low, generator.descriptor_high)
     return SampledRollouts(
@@ -114,6 +134,7 @@ def sample_rollouts(
         returns=np.asarray(result.fitness),
         # Task.evaluate resets episode i from split(key, batch)[i] (stochastic resets).
         reset_key=jax.random.split(eval_key, requested.shape[0])[0],
+        prompts=prompts,
     )
 
 

@@ -14,6 +14,8 @@ equal length, each driven by a policy generated for a different condition; an ep
     generator = zoo.load_generator("walker2d-uni-ldm")
     result = zoo.sequence(task, [[0.2, 0.8], [0.8, 0.2]], 50, generator=generator, key=key)
     result.length, result.episode_return, result.segment_descriptors
+    # a text-conditioned generator: one prompt per segment
+    zoo.sequence(task, ["walk forward", "hop in place"], 50, generator=text_gen, key=key)
 
 The ``E`` episodes of a batch run through the tasks' episodic protocol and the one episode
 loop, :func:`zoo.tasks.episodes.run_episodes` (same reset protocol, same reward, a step is
@@ -77,7 +79,9 @@ class SequenceResult(eqx.Module):
             segment's valid steps alone (feet contact fractions, final position); NaN for
             a segment with no valid step.
         conditions: ``[*batch, S, k]`` the conditions the policies were generated for, or
-            ``None`` when policies were given.
+            ``None`` when policies were given or generated for text alone.
+        prompts: the ``S`` text prompts the policies were generated for (``None`` without
+            text).
     """
 
     length: Int[Array, "*batch"]
@@ -86,6 +90,7 @@ class SequenceResult(eqx.Module):
     segment_steps: Int[Array, "*batch segments"]
     segment_descriptors: Float[Array, "*batch segments k"]
     conditions: Float[Array, "*batch segments k"] | None = None
+    prompts: tuple[str, ...] | None = eqx.field(static=True, default=None)
 
 
 # ------------------------------------------------------------------------- samplers
@@ -347,7 +352,9 @@ def _stack_policies(policies: Any) -> MLPPolicy | None:
     return None
 
 
-def _result(arrays: tuple[Array, ...], conditions: Array | None) -> SequenceResult:
+def _result(
+    arrays: tuple[Array, ...], conditions: Array | None, prompts: tuple[str, ...] | None = None
+) -> SequenceResult:
     length, episode_return, segment_returns, segment_steps, descriptors = arrays
     return SequenceResult(
         length=length,
@@ -356,6 +363,7 @@ def _result(arrays: tuple[Array, ...], conditions: Array | None) -> SequenceResu
         segment_steps=segment_steps,
         segment_descriptors=descriptors,
         conditions=conditions,
+        prompts=prompts,
     )
 
 
@@ -399,6 +407,7 @@ def sequence(
     steps: int | None = None,
     guidance: float = 1.0,
     clip: bool = False,
+    text: Sequence[str] | None = None,
 ) -> SequenceResult:
     """Run ONE episode of ``task`` that switches policy every ``steps_per_segment`` steps.
 
@@ -407,7 +416,8 @@ def sequence(
         conditions_or_policies: either the ``S`` policies (a list of single
             :class:`MLPPolicy`, or one population with a leading ``[S]`` axis), or ``S``
             conditions ``[S, k]`` (measures, one row per segment) for which ``generator``
-            samples one policy each.
+            samples one policy each, or ``S`` text prompts (a list of strings, one per
+            segment) for a generator that takes text; ``None`` with ``text``.
         steps_per_segment: ``L``: policy ``i`` acts during steps ``[i L, (i + 1) L)``; the
             last one keeps acting until the episode length when ``S L`` is shorter.
         key: randomness: split into a sampling key (conditions only) and a reset key
@@ -415,6 +425,8 @@ def sequence(
         generator: a :class:`zoo.generator.Generator` or a ``sample_fn(key, measures [n, k])
             -> policies``; required with conditions.
         sampler, steps, guidance, clip: passed to ``generator.sample``.
+        text: ``S`` prompts given next to ``[S, k]`` measures, for a generator that takes
+            both (or in place of ``conditions_or_policies=None``).
 
     Returns:
         A :class:`SequenceResult` without batch axis: ``length`` (steps before
@@ -423,12 +435,21 @@ def sequence(
     Raises:
         ConfigError: a task that is not a policy task, conditions without a generator, or
             a bad ``steps_per_segment``.
+        ConditionError: text for a generator that does not take it (or measures for a
+            text-only one).
         ShapeError: conditions that are not ``[S, k]`` or policies that do not fit the task.
         TaskMismatchError: a generator trained for another task.
     """
     steps_per_segment = _check_steps(steps_per_segment)
     _check_task(task)
     sample_key, reset_key = jax.random.split(key)
+    prompts = _prompts(conditions_or_policies, text)
+    if prompts is not None:
+        options = {"sampler": sampler, "steps": steps, "guidance": guidance, "clip": clip}
+        return _text_sequence(
+            task, conditions_or_policies, prompts, steps_per_segment, generator,
+            (sample_key, reset_key), options,
+        )  # fmt: skip
     policies = _stack_policies(conditions_or_policies)
     conditions = None
     if policies is None:
@@ -448,6 +469,90 @@ def sequence(
     batched = jax.tree_util.tree_map(lambda x: x[None], policies)
     arrays = _run(task, batched, reset_key, steps_per_segment)
     return _result(tuple(a[0] for a in arrays), conditions)
+
+
+def _prompts(conditions_or_policies: Any, text: Any) -> tuple[str, ...] | None:
+    """The segments' prompts: ``text``, or ``conditions_or_policies`` when it is a list of
+    strings; ``None`` without text.
+
+    Raises:
+        ConfigError: prompts that are not a non-empty list of strings, or two lists of them.
+    """
+    as_text = (
+        isinstance(conditions_or_policies, Sequence)
+        and not isinstance(conditions_or_policies, str)
+        and len(conditions_or_policies) > 0
+        and all(isinstance(c, str) for c in conditions_or_policies)
+    )
+    if isinstance(conditions_or_policies, str):
+        raise ConfigError(
+            f"text segments are a list of prompts, one per segment, given the single string "
+            f"{conditions_or_policies[:40]!r}; pass [{conditions_or_policies[:40]!r}]"
+        )
+    if as_text and text is not None:
+        raise ConfigError("give the prompts once: as conditions_or_policies or as text, not both")
+    prompts = conditions_or_policies if as_text else text
+    if prompts is None:
+        return None
+    if (
+        isinstance(prompts, str)
+        or not isinstance(prompts, Sequence)
+        or not prompts
+        or not all(isinstance(p, str) and p.strip() for p in prompts)
+    ):
+        raise ConfigError(
+            f"text must be a list of non-empty prompts, one per segment, given {prompts!r:.80}"
+        )
+    return tuple(prompts)
+
+
+def _text_sequence(
+    task: Task,
+    conditions_or_policies: Any,
+    prompts: tuple[str, ...],
+    steps_per_segment: int,
+    generator: Any,
+    keys: tuple[PRNGKeyArray, PRNGKeyArray],
+    options: dict[str, Any],
+) -> SequenceResult:
+    """:func:`sequence` of segments described by ``prompts`` (and measures ``[S, k]``, when
+    ``conditions_or_policies`` holds them)."""
+    sample_key, reset_key = keys
+    if generator is None:
+        raise ConfigError(
+            "text segments need a generator to turn them into policies: pass "
+            "generator=zoo.load_generator(path) (one distilled with --condition text or both)"
+        )
+    conditions = None
+    if not (
+        conditions_or_policies is None
+        or (
+            isinstance(conditions_or_policies, Sequence)
+            and all(isinstance(c, str) for c in conditions_or_policies)
+        )
+    ):
+        values = _check_conditions(conditions_or_policies, task, ("S", "k"))
+        if values.shape[0] != len(prompts):
+            raise ShapeError(
+                f"one prompt per segment: given {values.shape[0]} rows of measures and "
+                f"{len(prompts)} prompts"
+            )
+        conditions = jnp.asarray(values)
+    _check_generator_task(generator, task)
+    sample = getattr(generator, "sample", None)
+    if callable(sample):
+        policies = sample(sample_key, conditions, num_samples=1, text=list(prompts), **options)
+    elif callable(generator):
+        policies = generator(sample_key, list(prompts))
+    else:
+        raise ConfigError(
+            f"expected a generator (with a sample method) or a callable sample_fn(key, "
+            f"prompts), given {type(generator).__name__}; load one with zoo.load_generator"
+        )
+    check_policy_population(policies, task.spec)
+    batched = jax.tree_util.tree_map(lambda x: x[None], policies)
+    arrays = _run(task, batched, reset_key, steps_per_segment)
+    return _result(tuple(a[0] for a in arrays), conditions, prompts)
 
 
 def sequencing_success_rate(

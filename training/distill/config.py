@@ -9,15 +9,17 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from models.denoiser import ConditionalDenoiser, MeasureEncoder
+from models.denoiser import ConditionalDenoiser, MeasureEncoder, TextConditionEncoder
 from models.policy_vae import PolicyVAE
 from training import fit
 from zoo.errors import ConfigError
 from zoo.serialization import dataclass_from_dict
 
 __all__ = [
+    "CONDITION_CHOICES",
     "DEFAULT_CONDITION_ENCODER",
     "DEFAULT_DENOISER",
+    "DEFAULT_TEXT_CONDITION_ENCODER",
     "DEFAULT_VAE",
     "DistillConfig",
     "PhaseSettings",
@@ -57,18 +59,38 @@ DEFAULT_CONDITION_ENCODER: dict[str, Any] = {
 }
 """:class:`MeasureEncoder` keyword arguments (the measure size follows the archive)."""
 
+DEFAULT_TEXT_CONDITION_ENCODER: dict[str, Any] = {
+    "num_tokens": 4,
+    "width": 128,
+}
+""":class:`TextConditionEncoder` keyword arguments (the embedding size follows the sentence
+encoder, the token size is ``condition_encoder["token_size"]``, shared by every condition)."""
+
+CONDITION_CHOICES = ("measures", "text", "both")
+"""What a distilled denoiser can be conditioned on (``DistillConfig.condition``)."""
+
+_CONDITION_FIELDS = ("condition", "text_condition_encoder")
+"""Fields a measures-only config leaves out of :meth:`DistillConfig.to_dict` (so its run
+record and the generator's ``training.config`` are those of qdzoo before text conditions)."""
+
 
 _DERIVED = {
     "vae": ("self", "spec", "key", "archive_normalisation"),
     "denoiser": ("self", "key", "latent_size", "condition_size", "num_condition_tokens"),
     "condition_encoder": ("self", "key", "measure_size"),
+    "text_condition_encoder": ("self", "key", "embedding_size", "token_size"),
 }
 """Constructor arguments that are not hyperparameters of a :class:`DistillConfig` dict (they
 follow the archive, the VAE or the condition encoder, or have their own field)."""
 
 
 def _valid_keys(kind: str) -> set[str]:
-    cls = {"vae": PolicyVAE, "denoiser": ConditionalDenoiser, "condition_encoder": MeasureEncoder}
+    cls = {
+        "vae": PolicyVAE,
+        "denoiser": ConditionalDenoiser,
+        "condition_encoder": MeasureEncoder,
+        "text_condition_encoder": TextConditionEncoder,
+    }
     parameters = inspect.signature(cls[kind].__init__).parameters
     return set(parameters) - set(_DERIVED[kind])
 
@@ -91,7 +113,14 @@ class DistillConfig:
             dict after construction).
         denoiser: :class:`ConditionalDenoiser` hyperparameters (:data:`DEFAULT_DENOISER`).
         condition_encoder: :class:`MeasureEncoder` hyperparameters
-            (:data:`DEFAULT_CONDITION_ENCODER`).
+            (:data:`DEFAULT_CONDITION_ENCODER`); its ``token_size`` is the width of every
+            condition token.
+        condition: ``"measures"`` (the denoiser is conditioned on the elites' measures),
+            ``"text"`` (on sentence embeddings of their labels, ``qdzoo label``) or
+            ``"both"`` (measure tokens then text tokens; each modality dropped
+            independently, so either can be given alone when sampling).
+        text_condition_encoder: :class:`TextConditionEncoder` hyperparameters
+            (:data:`DEFAULT_TEXT_CONDITION_ENCODER`), used with text conditions.
         archive_normalisation: standardise every policy scalar by its mean / std over the
             archive before the VAE sees it.
         archive_basis: start the decoder's basis heads from the archive's principal
@@ -105,7 +134,8 @@ class DistillConfig:
         diffusion_lr: AdamW learning rate of the denoiser and the measure encoder.
         weight_decay: AdamW weight decay.
         num_timesteps: ``T`` of the cosine noise schedule.
-        condition_dropout: probability of training a row with the null condition.
+        condition_dropout: probability of training a row with the null condition (with
+            ``"both"``: of dropping each modality to its slice of it, independently).
         batch_size: elites per optimiser step (sampled with replacement), both phases.
         grad_clip: global gradient-norm clipping, both phases.
         lr_schedule: ``"cosine"`` (each phase's learning rate decays along a half cosine to
@@ -119,6 +149,8 @@ class DistillConfig:
     vae: dict[str, Any] = dataclasses.field(default_factory=dict)
     denoiser: dict[str, Any] = dataclasses.field(default_factory=dict)
     condition_encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
+    condition: str = "measures"
+    text_condition_encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
     archive_normalisation: bool = True
     archive_basis: bool = True
     vae_steps: int = 6000
@@ -146,6 +178,19 @@ class DistillConfig:
             "condition_encoder",
             _merge("condition_encoder", DEFAULT_CONDITION_ENCODER, self.condition_encoder),
         )
+        object.__setattr__(
+            self,
+            "text_condition_encoder",
+            _merge(
+                "text_condition_encoder",
+                DEFAULT_TEXT_CONDITION_ENCODER,
+                self.text_condition_encoder,
+            ),
+        )
+        if self.condition not in CONDITION_CHOICES:
+            raise ConfigError(
+                f"condition must be one of {', '.join(CONDITION_CHOICES)}, got {self.condition!r}"
+            )
         for name in ("vae_steps", "diffusion_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -188,8 +233,19 @@ class DistillConfig:
             ),
         }
 
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The generator's conditions: ``("measures",)``, ``("text",)`` or both."""
+        return ("measures", "text") if self.condition == "both" else (self.condition,)
+
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The JSON-able dict (``condition`` and ``text_condition_encoder`` left out when
+        conditioned on measures alone: the dict of qdzoo before text conditions)."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        if self.condition == "measures":
+            for name in _CONDITION_FIELDS:
+                d.pop(name)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DistillConfig:

@@ -1,0 +1,141 @@
+"""The bundled text-conditioned generator (``walker2d-uni-text-ldm``): it loads offline, takes
+text, measures and both, shares the bundled measures-only generator's VAE, and its card shows
+what example prompts produced; and :func:`training.distill.text_evaluation.evaluate_prompts`
+on a tiny setting. The sentence encoder (all-MiniLM-L6-v2) must be set up
+(``qdzoo text-setup``); the module is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from huggingface_hub import constants
+
+from training.distill.text_evaluation import evaluate_prompts, format_prompt_examples
+from training.recipes import GeneratorRecipe, load_recipe
+from zoo import catalog, hub
+from zoo.archive_artifact import load_archive
+from zoo.errors import ConfigError, MissingTextEncoderError
+from zoo.generator import load_generator
+
+try:
+    from zoo.text_encoder import TextEncoder
+
+    TextEncoder.load()
+except (MissingTextEncoderError, ImportError) as err:  # pragma: no cover - set-up dependent
+    pytest.skip(f"the text encoder is not set up ({err})", allow_module_level=True)
+
+NAME = "walker2d-uni-text-ldm"
+ARCHIVE = "walker2d-uni-map-elites"
+
+
+@pytest.fixture(scope="module")
+def generator():  # noqa: ANN201
+    return load_generator(NAME)
+
+
+def test_bundled_text_generator_loads_offline_and_takes_every_condition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"the Hub was asked for {args}")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "resolve_local_or_hub", refuse)
+    monkeypatch.setattr(hub, "_snapshot", refuse)
+    gen = load_generator(NAME)
+    assert gen.conditions == ("measures", "text")
+    key = jax.random.key(0)
+    options = {"steps": 4, "num_samples": 2}
+    for policies, rows in (
+        (gen.sample(key, text=["quickly lunge forward", "slowly shuffle forward"], **options), 4),
+        (gen.sample(key, measures=[[0.2, 0.8]], **options), 2),
+        (gen.sample(key, measures=[[0.2, 0.8]], text=["hop forward"], **options), 2),
+    ):
+        leaves = jax.tree_util.tree_leaves(policies)
+        assert all(x.shape[0] == rows for x in leaves)
+        assert all(bool(np.all(np.isfinite(np.asarray(x)))) for x in leaves)
+
+
+def test_bundle_matches_its_recipe_catalog_entry_and_card(generator) -> None:  # noqa: ANN001
+    entry = catalog.get_entry(NAME)
+    recipe = load_recipe(NAME)
+    assert isinstance(recipe, GeneratorRecipe) and recipe.init == "walker2d-uni-ldm"
+    assert entry.kind == "generator" and entry.recipe == NAME and entry.repo_id == recipe.repo_id
+    path = entry.bundled_path()
+    assert path is not None
+    assert entry.size == sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    config = generator.config
+    assert config["recipe"] == NAME and config["conditions"] == ["measures", "text"]
+    assert config["training"]["config"]["condition"] == "both"
+    for key, value in recipe.distill.items():
+        assert config["training"]["config"][key] == value
+    assert entry.metrics["qd_score"] == config["metrics"]["reconstructed_qd_score"]
+    # the VAE is the measures-only generator's, unchanged (vae_steps 0, same archive)
+    measures_only = load_generator("walker2d-uni-ldm")
+    for a, b in zip(
+        jax.tree_util.tree_leaves(generator.vae), jax.tree_util.tree_leaves(measures_only.vae),
+        strict=True,
+    ):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    examples = config["text_examples"]
+    assert [row["prompt"] for row in examples["prompts"]] == recipe.text_examples["prompts"]
+    assert any(not row["seen"] for row in examples["prompts"])  # a paraphrase not trained on
+    card = (path / "README.md").read_text()
+    assert "### What text prompts produce" in card
+    for row in examples["prompts"]:
+        assert row["prompt"] in card
+        assert sum(count for _, count in row["produced"]) <= row["samples"]
+
+
+def test_archive_ships_its_labels() -> None:
+    archive = load_archive(ARCHIVE)
+    data = json.loads((archive.path / "labels.json").read_text())
+    assert data["format"] == "qdzoo-labels" and data["archive"] == ARCHIVE
+    assert sorted(r["cell"] for r in data["labels"]) == archive.cells.tolist()
+    assert "`labels.json` describes every elite" in (archive.path / "README.md").read_text()
+
+
+def test_evaluate_prompts_on_a_tiny_setting(generator) -> None:  # noqa: ANN001
+    archive = load_archive(ARCHIVE)
+    prompts = ["slowly shuffle forward", "it bounces ahead on its left foot"]
+    # guidance 2: the text and unconditional (guidance 0) samples share one compiled sampler
+    out = evaluate_prompts(
+        generator, archive, prompts, jax.random.key(0), samples=2, steps=4, guidance=2.0
+    )
+    assert out["settings"]["samples"] == 2 and out["settings"]["archive_elites"] == 158
+    labels = json.loads((archive.path / "labels.json").read_text())["labels"]
+    assert out["settings"]["speed_reference"] == labels[0]["speed_reference"]
+    first, second = out["prompts"]
+    assert first["seen"] and not second["seen"]
+    assert first["parts"]["gait"] == "shuffle" and second["parts"]["foot"] == ["on", "left"]
+    for row in out["prompts"]:
+        assert sum(count for _, count in row["produced"]) == 2
+        for name in ("match", "unconditional_match", "archive_match"):
+            assert set(row[name]) == {"gait", "direction", "foot", "all"}
+            assert all(v is None or 0 <= v <= 1 for v in row[name].values())
+        assert row["match"]["all"] <= min(row["match"]["gait"], row["match"]["foot"])
+        assert np.isfinite(row["mean_return"])
+    assert out["unconditional"]["samples"] == 4
+    assert "bounces ahead" in format_prompt_examples(out)
+    with pytest.raises(ConfigError, match="prompts"):
+        evaluate_prompts(generator, archive, [], jax.random.key(0))
+    with pytest.raises(ConfigError, match="text-conditioned"):
+        evaluate_prompts(load_generator("walker2d-uni-ldm"), archive, prompts, jax.random.key(0))
+
+
+def test_generator_recipe_init_and_text_examples_are_checked() -> None:
+    data = json.loads(json.dumps(load_recipe(NAME).__dict__))
+    assert GeneratorRecipe.from_dict(data) == load_recipe(NAME)
+    measures_only = {**data, "distill": {**data["distill"], "condition": "measures"}}
+    with pytest.raises(ConfigError, match="text-conditioned"):
+        GeneratorRecipe.from_dict(measures_only)
+    with pytest.raises(ConfigError, match="prompts"):
+        GeneratorRecipe.from_dict({**data, "text_examples": {"prompts": []}})
+    with pytest.raises(ConfigError, match="init"):
+        GeneratorRecipe.from_dict({**data, "init": 3})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        GeneratorRecipe.from_dict({**data, "labels": "x.json"})

@@ -36,6 +36,7 @@ __all__ = [
     "optimiser",
     "sample_rows",
     "scan_steps",
+    "split_rows",
 ]
 
 FINAL_LR_FRACTION = 0.01
@@ -131,6 +132,18 @@ def sample_rows(key: PRNGKeyArray, data: PyTree, n: int, rows: Array | int | Non
         rows = jax.tree_util.tree_leaves(data)[0].shape[0]
     index = jax.random.randint(key, (n,), 0, rows)
     return jax.tree_util.tree_map(lambda x: x[index], data)
+
+
+def split_rows(tree: PyTree, mesh: Any = None, axis: str = "data") -> PyTree:
+    """``tree`` (arrays sharing a leading row axis) with its rows split over the 1-D
+    ``mesh`` (axis ``axis``) by a sharding constraint: inside a compiled step, each device
+    then computes the loss and gradient of its rows, and XLA averages the gradients of the
+    replicated parameters with an all-reduce (data parallelism). Unchanged without a mesh or
+    with one device."""
+    if mesh is None or mesh.size <= 1:
+        return tree
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
 
 def gradient_step(

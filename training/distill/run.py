@@ -2,15 +2,17 @@
 
 Two phases, each a sequence of compiled chunks (``lax.scan`` over ``chunk`` optimiser steps,
 :mod:`training.fit`): the policy VAE on the archive's elites
-(:mod:`training.distill.vae`), then a latent denoiser conditioned on the elites' measures
-(:mod:`training.distill.diffusion`). With ``archive_basis`` the decoder's basis heads (and
+(:mod:`training.distill.vae`), then a latent denoiser conditioned on the elites' measures,
+on sentence embeddings of their labels (``condition="text"``, :mod:`training.distill.text`),
+or both (:mod:`training.distill.diffusion`). With ``archive_basis`` the decoder's basis heads (and
 the encoder's matching projections) start from the archive's principal directions, per
 layer: the VAE then starts close to a PCA of the archive and training refines it, which
 matters because a walker's gait changes under parameter errors of a few percent of the
 archive's spread.
 
 A run directory ``OUT`` (:class:`training.rundir.RunDir`) ends up holding the generator
-artifact (``config.json``, ``vae/``, ``denoiser/``, ``condition_encoder/``, ``README.md``),
+artifact (``config.json``, ``vae/``, ``denoiser/``, ``condition_encoder/`` with measures,
+``text_condition_encoder/`` with text, ``README.md``),
 the log ``metrics.jsonl`` (one JSON object per chunk: phase, step, mean training losses, and
 evaluation metrics every ``eval_every`` steps) and ``checkpoint/`` (``run.json``,
 ``vae.safetensors``, ``diffusion.safetensors``: parameters, optimiser state and step of each
@@ -21,10 +23,11 @@ uninterrupted run exactly, whatever chunk it was stopped at.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,20 +35,31 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, PyTree
 from tqdm.auto import tqdm
 
 from models.diffusion import cosine_schedule
 from models.policy import PolicySpec
-from training import fit
+from training import distributed, fit
 from training.distill.config import DistillConfig
 from training.distill.diffusion import (
     DIFFUSION_EVALUATION_ROWS,
     DiffusionSettings,
     diffusion_chunk,
     evaluate_diffusion,
+    evaluate_text_diffusion,
     init_diffusion,
+    init_text_diffusion,
     scaled_latents,
+    text_diffusion_chunk,
+)
+from training.distill.text import (
+    LABEL_COMMAND,
+    TextConditions,
+    labels_for_elites,
+    read_labels,
+    text_conditions,
 )
 from training.distill.vae import (
     VAESettings,
@@ -58,8 +72,9 @@ from training.distill.vae import (
 from training.rundir import RunDir
 from zoo.archive_artifact import ArchiveArtifact
 from zoo.artifact import finite_or_none, library_versions
+from zoo.catalog import recorded_path
 from zoo.errors import ArtifactError, ConfigError, NonFiniteError, TaskMismatchError
-from zoo.generator import Generator, measure_encoder_config
+from zoo.generator import Generator, measure_encoder_config, text_encoder_identity
 
 __all__ = ["archive_fingerprint", "distill"]
 
@@ -69,6 +84,7 @@ RECORD_PARTS = {
     "config": "config",
     "archive": "archive (its elites differ)",
     "init": "initial generator",
+    "labels": "labels (their texts or embeddings differ)",
 }
 """The parts of the run record a resumed run must repeat, as the refusal names them (the
 architecture follows from the config and ``init``)."""
@@ -89,6 +105,9 @@ def distill(
     overwrite: bool = False,
     progress: bool = True,
     source: str | None = None,
+    labels: str | Path | Sequence[Mapping[str, Any]] | None = None,
+    text_encoder: Any = None,
+    mesh: Mesh | None = None,
 ) -> Generator:
     """Distil ``archive`` into a generator saved in ``out``; return it.
 
@@ -105,18 +124,53 @@ def distill(
         overwrite: replace a non-empty ``out``.
         progress: show progress bars.
         source: how the archive was named (catalog name, repo id or path), for the config.
+        labels: with text conditions (``config.condition`` ``"text"`` or ``"both"``): the
+            labels file of the archive (``qdzoo label``), or its records; every elite needs
+            one. Its texts (label and paraphrases) are embedded once by the frozen sentence
+            encoder before training.
+        text_encoder: the sentence encoder (default :meth:`zoo.text_encoder.TextEncoder.load`).
+        mesh: data parallelism (``qdzoo distill --distributed``): a 1-D mesh (axis
+            ``"data"``) over which every optimiser step's minibatch is split, the devices of
+            several processes included (:mod:`training.distributed`; only process 0
+            writes). Parameters and optimiser states stay replicated; the gradients are
+            averaged by an all-reduce. ``None`` (or one device): a plain run on one device.
+
+    With ``init`` and text conditions, a generator accepting the same conditions is warm
+    started whole; one accepting others (e.g. the measures-only bundled generator) lends its
+    VAE alone (``vae_steps=0`` keeps it as is), the denoiser and condition encoders start
+    fresh from ``config``.
 
     Raises:
         OutputExistsError: ``out`` is not empty and neither ``resume`` nor ``overwrite``.
-        ConfigError: ``resume`` with another config, archive or ``init``; an archive of
-            vector genomes or with fewer than 2 elites; ``init`` with another measure count.
+        ConfigError: ``resume`` with another config, archive, ``init`` or labels; an archive
+            of vector genomes or with fewer than 2 elites; a ``batch_size`` that is not a
+            multiple of the ``mesh``'s devices; ``init`` with another measure
+            count; text conditions without labels, or labels of another archive.
+        MissingTextEncoderError: text conditions and the sentence encoder is not set up.
         TaskMismatchError: ``init`` emits policies of another spec.
     """
     run_dir = RunDir(out, kind="distillation")
     spec = _check_archive(archive)
+    if mesh is not None and mesh.size <= 1:
+        mesh = None  # one device: exactly the plain run
+    if mesh is not None and config.batch_size % mesh.size:
+        raise ConfigError(
+            f"--distributed splits every minibatch over all {mesh.size} devices, so batch_size "
+            f"must be a multiple of {mesh.size}; given {config.batch_size} (e.g. --set "
+            f"batch_size={mesh.size * max(1, round(config.batch_size / mesh.size))})"
+        )
+    writer = distributed.is_writer()  # only process 0 of a multi-process run writes
     if init is not None:
-        _check_init(init, spec, archive)
-    vae_config, denoiser_config, encoder_config = _architecture(archive, config, init)
+        _check_init(init, spec, archive, with_measures="measures" in config.conditions)
+    text: TextConditions | None = None
+    text_config: dict[str, Any] | None = None
+    if "text" in config.conditions:
+        text, text_encoder = _text_data(archive, labels, text_encoder)
+        vae_config, denoiser_config, encoder_config, text_config = _text_architecture(
+            archive, config, init, int(text.table.shape[1])
+        )
+    else:
+        vae_config, denoiser_config, encoder_config = _architecture(archive, config, init)
     record = {
         "config": config.to_dict(),
         "architecture": {
@@ -127,8 +181,16 @@ def distill(
         "archive": archive_fingerprint(archive),
         "init": None if init is None else _generator_fingerprint(init),
     }
-    resuming = run_dir.prepare(record, resume=resume, overwrite=overwrite, parts=RECORD_PARTS)
-    if not resuming:
+    if text is not None:
+        record["architecture"]["text_condition_encoder"] = text_config
+        record["labels"] = text.fingerprint()
+    resuming = (
+        run_dir.prepare(record, resume=resume, overwrite=overwrite, parts=RECORD_PARTS)
+        if writer or not overwrite
+        else False
+    )
+    distributed.barrier("qdzoo-distill-prepared")  # every process checked before 0 writes
+    if not resuming and writer:
         run_dir.start(record)
     started = time.time()
 
@@ -159,7 +221,7 @@ def distill(
             vae = vae.with_archive_statistics(elites)
         if config.archive_basis:
             vae = vae.with_archive_basis(elites)
-    if resuming:
+    if resuming and writer:
         last = {
             "vae": run_dir.counter(VAE_STATE, "step") or 0,
             "diffusion": run_dir.counter(DIFFUSION_STATE, "step") or 0,
@@ -168,16 +230,17 @@ def distill(
 
     final: dict[str, Any] = {}
     try:
-        with run_dir.open_log() as log:
+        with run_dir.open_log() if writer else contextlib.nullcontext() as log:
             # --- phase 1: VAE -----------------------------------------------------------
             vae_settings = VAESettings.from_config(config)
             params, static = eqx.partition(vae, vae.trainable_filter())
+            data = _replicate((static, elites, states, k_vae), mesh)
             params, vae_evaluation = _run_phase(
                 "vae", config, run_dir, resuming, progress, log, vae_settings.optimiser, params,
                 lambda p, s, start, stop: vae_chunk(
-                    p, static, s, elites, states, k_vae, start, stop, vae_settings
+                    p, data[0], s, *data[1:], start, stop, vae_settings, mesh
                 ),
-                lambda p: evaluate_vae(eqx.combine(p, static), evaluation_elites, states),
+                lambda p: evaluate_vae(eqx.combine(p, static), evaluation_elites, states), mesh,
             )  # fmt: skip
             vae = eqx.combine(params, static)
             if vae_evaluation:
@@ -186,36 +249,51 @@ def distill(
             # --- phase 2: latent diffusion ----------------------------------------------
             latents = scaled_latents(vae, elites)
             schedule = cosine_schedule(config.num_timesteps)
-            if init is not None:
-                model = (init.denoiser, init.measure_encoder)
+            if text is not None:
+                d_params, d_static, diffusion_evaluation = _text_diffusion_phase(
+                    config, run_dir, resuming, progress, log, init, latents.latents,
+                    conditions if "measures" in config.conditions else None, text, schedule,
+                    (denoiser_config, encoder_config, text_config),
+                    (k_diffusion, k_diffusion_init, k_evaluation), mesh,
+                )  # fmt: skip
             else:
-                model = init_diffusion(
-                    tuple(sorted(denoiser_config.items())),
-                    tuple(sorted(encoder_config.items())),
-                    k_diffusion_init,
+                if init is not None and init.conditions == config.conditions:
+                    model = (init.denoiser, init.measure_encoder)
+                else:
+                    model = init_diffusion(
+                        tuple(sorted(denoiser_config.items())),
+                        tuple(sorted(encoder_config.items())),
+                        k_diffusion_init,
+                    )
+                diffusion_settings = DiffusionSettings.from_config(config)
+                d_params, d_static = eqx.partition(model, eqx.is_inexact_array)
+                repeats = max(1, DIFFUSION_EVALUATION_ROWS // cells.size)
+                evaluation_latents = jnp.tile(latents.latents, (repeats, 1))
+                evaluation_conditions = jnp.tile(conditions, (repeats, 1))
+                data = _replicate(
+                    (d_static, latents.latents, conditions, schedule, k_diffusion), mesh
                 )
-            diffusion_settings = DiffusionSettings.from_config(config)
-            d_params, d_static = eqx.partition(model, eqx.is_inexact_array)
-            repeats = max(1, DIFFUSION_EVALUATION_ROWS // cells.size)
-            evaluation_latents = jnp.tile(latents.latents, (repeats, 1))
-            evaluation_conditions = jnp.tile(conditions, (repeats, 1))
-            d_params, diffusion_evaluation = _run_phase(
-                "diffusion", config, run_dir, resuming, progress, log,
-                diffusion_settings.optimiser, d_params,
-                lambda p, s, start, stop: diffusion_chunk(
-                    p, d_static, s, latents.latents, conditions, schedule, k_diffusion, start,
-                    stop, diffusion_settings,
-                ),
-                lambda p: evaluate_diffusion(
-                    *eqx.combine(p, d_static), evaluation_latents, evaluation_conditions,
-                    schedule, k_evaluation,
-                ),
-            )  # fmt: skip
+                d_params, diffusion_evaluation = _run_phase(
+                    "diffusion", config, run_dir, resuming, progress, log,
+                    diffusion_settings.optimiser, d_params,
+                    lambda p, s, start, stop: diffusion_chunk(
+                        p, data[0], s, *data[1:], start, stop, diffusion_settings, mesh
+                    ),
+                    lambda p: evaluate_diffusion(
+                        *eqx.combine(p, d_static), evaluation_latents, evaluation_conditions,
+                        schedule, k_evaluation,
+                    ),
+                    mesh,
+                )  # fmt: skip
             if diffusion_evaluation:
                 final["diffusion"] = diffusion_evaluation
     except KeyboardInterrupt:
         raise KeyboardInterrupt(run_dir.interrupted(_checkpointed(run_dir))) from None
-    denoiser, encoder = eqx.combine(d_params, d_static)
+    text_module = None
+    if text is not None:
+        denoiser, encoder, text_module = eqx.combine(d_params, d_static)
+    else:
+        denoiser, encoder = eqx.combine(d_params, d_static)
     training = {
         "vae_steps": config.vae_steps,
         "diffusion_steps": config.diffusion_steps,
@@ -227,32 +305,162 @@ def distill(
         "final": final,
         "init": None if init is None else {
             "fingerprint": record["init"],
-            "path": None if init.path is None else str(init.path),
+            "path": None if init.path is None else recorded_path(init.path),
             "source_archive": init.config.get("source_archive", {}).get("name"),
         },
         "config": config.to_dict(),
     }  # fmt: skip
+    if text is not None:
+        training["condition"] = config.condition
+        training["labels"] = {
+            "source": recorded_path(labels) if isinstance(labels, str | Path) else None,
+            "texts": len(text.texts),
+            "distinct_labels": len({text.texts[int(i)] for i in np.asarray(text.index[:, 0])}),
+            "fingerprint": record["labels"],
+        }
     generator_config = _generator_config(
         archive, spec, config, latents.clip_x0, training, record["archive"], source
     )
-    generator = Generator(vae, denoiser, encoder, schedule, latents.latent_scale, generator_config)
-    generator.save_pretrained(run_dir.path)
+    if text is not None:
+        generator_config["text_encoder"] = text_encoder_identity(text_encoder)
+    generator = Generator(
+        vae, denoiser, encoder, schedule, latents.latent_scale, generator_config,
+        text_condition_encoder=text_module,
+    )  # fmt: skip
+    if writer:
+        generator.save_pretrained(run_dir.path)
     return generator
+
+
+def _text_data(
+    archive: ArchiveArtifact,
+    labels: str | Path | Sequence[Mapping[str, Any]] | None,
+    encoder: Any,
+) -> tuple[TextConditions, Any]:
+    """The elites' texts embedded by the sentence encoder (loaded when ``None``)."""
+    if labels is None:
+        raise ConfigError(
+            "text conditions need the elites' labels: write them with "
+            f"`{LABEL_COMMAND}` and pass labels=PATH (`--labels` in the CLI; default "
+            "labels.json beside the archive)"
+        )
+    where = "the labels"
+    if isinstance(labels, str | Path):
+        where = str(labels)
+        labels = read_labels(labels)
+    cells = archive.elite_indices()
+    descriptors = np.asarray(archive.archive.descriptors, np.float64)[cells]
+    texts = labels_for_elites(labels, np.asarray(cells), descriptors, where=where)
+    if encoder is None:
+        from zoo.text_encoder import TextEncoder
+
+        encoder = TextEncoder.load()
+    return text_conditions(texts, encoder), encoder
+
+
+def _text_architecture(
+    archive: ArchiveArtifact, config: DistillConfig, init: Generator | None, embedding_size: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """The VAE, denoiser, measure-encoder (``None`` for ``"text"``) and text-condition-encoder
+    constructor arguments of a text-conditioned run: ``init``'s when it accepts the same
+    conditions; else its VAE (when given) with the config's other modules."""
+    if init is not None and init.conditions == config.conditions:
+        vae_config, denoiser_config, encoder_config = _architecture(archive, config, init)
+        text_config = init.text_condition_encoder.config
+        if init.measure_encoder is None:
+            encoder_config = None
+        return vae_config, denoiser_config, encoder_config, text_config
+    vae_config, _, encoder_config = _architecture(archive, config, init)
+    token_size = config.condition_encoder["token_size"]
+    text_config = {
+        **config.text_condition_encoder,
+        "embedding_size": embedding_size,
+        "token_size": token_size,
+    }
+    tokens = text_config["num_tokens"]
+    if "measures" in config.conditions:
+        tokens += encoder_config["num_tokens"]
+    else:
+        encoder_config = None
+    denoiser_config = {
+        **config.denoiser,
+        "latent_size": vae_config["latent_size"],
+        "condition_size": token_size,
+        "num_condition_tokens": tokens,
+    }
+    return vae_config, denoiser_config, encoder_config, text_config
+
+
+def _text_diffusion_phase(
+    config: DistillConfig,
+    run_dir: RunDir,
+    resuming: bool,
+    progress: bool,
+    log: IO[str],
+    init: Generator | None,
+    latents: Array,
+    conditions: Array | None,
+    text: TextConditions,
+    schedule: Any,
+    architecture: tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]],
+    keys: tuple[Array, Array, Array],
+    mesh: Mesh | None = None,
+) -> tuple[PyTree, PyTree, dict[str, float]]:
+    """The diffusion phase with text conditions: ``(params, static, last evaluation)`` of
+    ``(denoiser, measure encoder or None, text condition encoder)``."""
+    k_diffusion, k_init, k_evaluation = keys
+    denoiser_config, encoder_config, text_config = architecture
+    if init is not None and init.conditions == config.conditions:
+        model = (init.denoiser, init.measure_encoder, init.text_condition_encoder)
+    else:
+        model = init_text_diffusion(
+            tuple(sorted(denoiser_config.items())),
+            None if encoder_config is None else tuple(sorted(encoder_config.items())),
+            tuple(sorted(text_config.items())),
+            k_init,
+        )
+    settings = DiffusionSettings.from_config(config)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    elites = latents.shape[0]
+    repeats = max(1, DIFFUSION_EVALUATION_ROWS // elites)
+    evaluation_latents = jnp.tile(latents, (repeats, 1))
+    evaluation_conditions = None if conditions is None else jnp.tile(conditions, (repeats, 1))
+    evaluation_text = jnp.tile(text.labels, (repeats, 1))
+    data = _replicate((static, latents, conditions, text, schedule, k_diffusion), mesh)
+    params, evaluation = _run_phase(
+        "diffusion", config, run_dir, resuming, progress, log, settings.optimiser, params,
+        lambda p, s, start, stop: text_diffusion_chunk(
+            p, data[0], s, *data[1:], start, stop, settings, mesh
+        ),
+        lambda p: evaluate_text_diffusion(
+            *eqx.combine(p, static), evaluation_latents, evaluation_conditions,
+            evaluation_text, schedule, k_evaluation,
+        ),
+        mesh,
+    )  # fmt: skip
+    return params, static, evaluation
 
 
 def _architecture(
     archive: ArchiveArtifact, config: DistillConfig, init: Generator | None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """The VAE (``archive_normalisation`` included), denoiser and measure-encoder
-    constructor arguments of the run: ``init``'s, else the config's fitted to the archive."""
-    if init is not None:
+    constructor arguments of the run: ``init``'s, else the config's fitted to the archive
+    (only the VAE's are ``init``'s when it accepts other conditions than ``config``; the
+    measure encoder's are ``None`` for an ``init`` without one)."""
+    if init is not None and init.conditions == config.conditions:
         vae_config = dict(init.vae.config)
         denoiser_config = init.denoiser.config
-        encoder_config = measure_encoder_config(init.measure_encoder)
+        encoder_config = (
+            None if init.measure_encoder is None else measure_encoder_config(init.measure_encoder)
+        )
         normalisation = bool(vae_config.pop("archive_normalisation"))
     else:
         vae_config = dict(config.vae)
         normalisation = config.archive_normalisation
+        if init is not None:  # its VAE alone
+            vae_config = dict(init.vae.config)
+            normalisation = bool(vae_config.pop("archive_normalisation"))
         encoder_config = {
             **config.condition_encoder,
             "measure_size": archive.archive.descriptor_size,
@@ -322,15 +530,20 @@ def _run_phase(
     run_dir: RunDir,
     resuming: bool,
     progress: bool,
-    log: IO[str],
+    log: IO[str] | None,
     optimiser: fit.OptimiserConfig,
     params: PyTree,
     chunk_fn: Callable[[PyTree, PyTree, Array, Array], tuple[PyTree, PyTree, Any, Array]],
     evaluate_fn: Callable[[PyTree], dict[str, Array]],
+    mesh: Mesh | None = None,
 ) -> tuple[PyTree, dict[str, float]]:
     """Run one phase (``"vae"`` or ``"diffusion"``) from its checkpoint (when ``resuming``)
     or its start to ``config.<phase>_steps``: chunks, log rows, checkpoints, progress.
-    Returns the trained ``params`` and the last evaluation (``{}`` for a phase of 0 steps)."""
+    Returns the trained ``params`` and the last evaluation (``{}`` for a phase of 0 steps).
+
+    With a ``mesh`` the chunks run on its replicated ``params`` and optimiser state; only
+    the writer (``log`` given) writes log rows and checkpoints; every process evaluates its
+    own replica and gets it back."""
     total = getattr(config, f"{phase}_steps")
     name = VAE_STATE if phase == "vae" else DIFFUSION_STATE
     opt_state = fit.optimiser(optimiser).init(params)
@@ -338,6 +551,7 @@ def _run_phase(
     if resuming and run_dir.has_checkpoint(name):
         params, opt_state, step = _load_phase(run_dir, name, params, opt_state)
     stop = jnp.asarray(total, jnp.int32)
+    params, opt_state, stop = _replicate((params, opt_state, stop), mesh)
     bar = tqdm(
         total=total,
         initial=step,
@@ -349,10 +563,18 @@ def _run_phase(
     evaluation: dict[str, float] = {}
     try:
         for end in _chunk_ends(step, total, config.chunk):
-            params, opt_state, metrics, taken = chunk_fn(
-                params, opt_state, jnp.asarray(step, jnp.int32), stop
-            )
-            train = _host(metrics, taken)
+            try:
+                params, opt_state, metrics, taken = chunk_fn(
+                    params, opt_state, _replicate(jnp.asarray(step, jnp.int32), mesh), stop
+                )
+                train = _host(*distributed.to_host_local((metrics, taken)))
+            except jax.errors.JaxRuntimeError as err:
+                if not distributed.is_multiprocess():
+                    raise
+                raise distributed.peer_lost(
+                    err, run_dir.interrupted(_checkpointed(run_dir))
+                ) from None
+            local = distributed.to_host_local(params)
             if not all(math.isfinite(v) for v in train.values()):
                 raise NonFiniteError(
                     f"the {phase} losses became NaN or infinite between steps {step} and {end} "
@@ -361,19 +583,34 @@ def _run_phase(
                 )
             evaluated: dict[str, float] = {}
             if end == total or end // config.eval_every > step // config.eval_every:
-                evaluated = {k: float(v) for k, v in evaluate_fn(params).items()}
+                evaluated = {k: float(v) for k, v in evaluate_fn(local).items()}
                 evaluation = evaluated
-            RunDir.write_rows(log, [_log_row(phase, end, train, evaluated)])
-            state = {"step": jnp.asarray(end, jnp.int32), "params": params, "opt_state": opt_state}
-            run_dir.save(name, state)
+            if log is not None:
+                RunDir.write_rows(log, [_log_row(phase, end, train, evaluated)])
+                state = {
+                    "step": jnp.asarray(end, jnp.int32),
+                    "params": local,
+                    "opt_state": opt_state,
+                }
+                run_dir.save(name, distributed.to_host_local(state))
             bar.update(end - step)
             step = end
             bar.set_postfix({k: f"{v:.4g}" for k, v in {**train, **evaluated}.items()})
     finally:
         bar.close()
+    params = distributed.to_host_local(params)  # each process's own replica
     if not evaluation and total > 0:  # resumed after the phase ended: evaluate its result
         evaluation = {k: float(v) for k, v in evaluate_fn(params).items()}
     return params, evaluation
+
+
+def _replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """``tree`` on every device of ``mesh`` (the devices of other processes included);
+    unchanged without a mesh."""
+    if mesh is None:
+        return tree
+    arrays, rest = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(distributed.replicate_global(arrays, mesh), rest)
 
 
 def _load_phase(
@@ -453,7 +690,9 @@ def _check_archive(archive: ArchiveArtifact) -> PolicySpec:
     return spec
 
 
-def _check_init(init: Generator, spec: PolicySpec, archive: ArchiveArtifact) -> None:
+def _check_init(
+    init: Generator, spec: PolicySpec, archive: ArchiveArtifact, *, with_measures: bool = True
+) -> None:
     if init.policy_spec != spec:
         raise TaskMismatchError(
             f"the initial generator emits policies {init.policy_spec.to_dict()} (task "
@@ -462,7 +701,7 @@ def _check_init(init: Generator, spec: PolicySpec, archive: ArchiveArtifact) -> 
             "distil from scratch instead (no --init)"
         )
     k = archive.archive.descriptor_size
-    if init.measure_size != k:
+    if with_measures and init.measure_size != k:
         raise ConfigError(
             f"the initial generator is conditioned on {init.measure_size} measures "
             f"({', '.join(init.descriptor_names)}) but the archive has {k} descriptors; "
@@ -485,7 +724,10 @@ def archive_fingerprint(archive: ArchiveArtifact) -> str:
 
 def _generator_fingerprint(generator: Generator) -> str:
     digest = hashlib.sha256()
-    for module in (generator.vae, generator.denoiser, generator.measure_encoder):
+    modules = (generator.vae, generator.denoiser, generator.measure_encoder)
+    if generator.text_condition_encoder is not None:
+        modules += (generator.text_condition_encoder,)
+    for module in modules:
         for leaf in jax.tree_util.tree_leaves(eqx.filter(module, eqx.is_array)):
             digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return digest.hexdigest()

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from models.policy import MLPPolicy, PolicySpec
@@ -76,16 +77,19 @@ def vae_chunk(
     start: Array,
     stop: Array,
     settings: VAESettings,
+    mesh: Mesh | None = None,
 ) -> tuple[PolicyVAE, PyTree, dict[str, Array], Array]:
     """One chunk of VAE training (steps ``start .. start + length``, idle from ``stop``, the
     phase's length; see :func:`training.fit.scan_steps`). ``params`` holds the trainable
     arrays of the VAE, ``static`` the rest (archive statistics included); ``elites`` are
-    ``[elites, ...]`` policies, ``states`` the observation pool of the behaviour term."""
+    ``[elites, ...]`` policies, ``states`` the observation pool of the behaviour term. With a
+    ``mesh`` of several devices each step's elites are split over them (data parallelism,
+    :func:`training.fit.split_rows`; every input replicated over ``mesh``)."""
 
     def minibatch(
         k_batch: PRNGKeyArray, k_states: PRNGKeyArray
     ) -> tuple[MLPPolicy, Float[Array, "n obs"] | None]:
-        batch = fit.sample_rows(k_batch, elites, settings.batch_size)
+        batch = fit.split_rows(fit.sample_rows(k_batch, elites, settings.batch_size), mesh)
         obs = None
         if states is not None:
             obs = fit.sample_rows(k_states, states, settings.behaviour_states)

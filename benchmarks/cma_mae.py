@@ -24,6 +24,7 @@ Usage::
     python benchmarks/cma_mae.py                       # 1,000 iterations
     python benchmarks/cma_mae.py --iterations 200 --tasks lp-sphere
     python benchmarks/cma_mae.py --full                # the paper's 10,000 iterations
+    python benchmarks/cma_mae.py --tasks arm --algos cma-me --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ def threshold_min(task: str) -> float:
     return 0.0 if task == "lp-sphere" else -100.0
 
 
-def ours(task: str, algorithm: str, iterations: int, seed: int) -> tuple[float, float, float]:
-    """``(normalised QD score, coverage, wall seconds)`` of our run."""
+def ours(
+    task: str, algorithm: str, iterations: int, seed: int, pyribs_rank_one: bool = False
+) -> tuple[float, float, float]:
+    """``(normalised QD score, coverage, wall seconds)`` of our run (``pyribs_rank_one``: the
+    CMA-ES family with pyribs' c1^2 rank-one term, see :mod:`training.es.cma_es`)."""
     from training.qd.run import Run, TrainConfig
 
     hp: dict[str, object] = {
@@ -76,6 +80,8 @@ def ours(task: str, algorithm: str, iterations: int, seed: int) -> tuple[float, 
         },
         "cma-mega": {"num_emitters": EMITTERS, "sigma0": 10.0, "learning_rate": 1.0},
     }[algorithm]
+    if pyribs_rank_one and algorithm in ("cma-me", "cma-mae"):
+        hp = {**hp, "pyribs_rank_one": True}
     config = TrainConfig(
         task=task,
         algorithm=algorithm,
@@ -216,7 +222,12 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="the paper's 10,000 iterations")
     p.add_argument("--tasks", nargs="+", default=["lp-sphere", "arm"])
     p.add_argument("--algos", nargs="+", default=list(ALGORITHMS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="one row per seed")
+    p.add_argument(
+        "--pyribs-rank-one",
+        action="store_true",
+        help="our CMA-ME / CMA-MAE with pyribs' c1^2 rank-one term",
+    )
     p.add_argument("--skip-pyribs", action="store_true")
     args = p.parse_args()
     iterations = 10_000 if args.full else args.iterations
@@ -224,13 +235,14 @@ def main() -> None:
     rows = []
     for task in args.tasks:
         for algo in args.algos:
-            print(f"{task} {algo}: ours ...", file=sys.stderr, flush=True)
-            mine = ours(task, algo, iterations, args.seed)
-            theirs = None
-            if not args.skip_pyribs:
-                print(f"{task} {algo}: pyribs ...", file=sys.stderr, flush=True)
-                theirs = pyribs(task, algo, iterations, args.seed)
-            rows.append((task, algo, mine, theirs))
+            for seed in args.seeds:
+                print(f"{task} {algo} seed {seed}: ours ...", file=sys.stderr, flush=True)
+                mine = ours(task, algo, iterations, seed, args.pyribs_rank_one)
+                theirs = None
+                if not args.skip_pyribs:
+                    print(f"{task} {algo} seed {seed}: pyribs ...", file=sys.stderr, flush=True)
+                    theirs = pyribs(task, algo, iterations, seed)
+                rows.append((task, algo, seed, mine, theirs))
 
     budget = "the paper's budget" if iterations == 10_000 else "a reduced budget"
     print(
@@ -239,14 +251,14 @@ def main() -> None:
         "device(s), pyribs on the host CPU"
     )
     print(
-        f"{'task':<11}{'algorithm':<12}{'QD ours':>9}{'QD pyribs':>11}{'cov ours':>10}"
+        f"{'task':<11}{'algorithm':<12}{'seed':>5}{'QD ours':>9}{'QD pyribs':>11}{'cov ours':>10}"
         f"{'cov pyribs':>12}{'s ours':>9}{'s pyribs':>10}{'speed-up':>10}"
     )
-    for task, algo, mine, theirs in rows:
+    for task, algo, seed, mine, theirs in rows:
         qd, cov, wall = mine
         tq, tc, tw = theirs if theirs else (float("nan"),) * 3
         print(
-            f"{task:<11}{algo:<12}{qd:>9.2f}{tq:>11.2f}{cov:>10.3f}{tc:>12.3f}"
+            f"{task:<11}{algo:<12}{seed:>5}{qd:>9.2f}{tq:>11.2f}{cov:>10.3f}{tc:>12.3f}"
             f"{wall:>9.1f}{tw:>10.1f}{tw / wall:>10.1f}"
         )
     print(

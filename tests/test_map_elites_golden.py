@@ -18,3 +18,12 @@ def test_bundled_recipe_first_chunks_are_unchanged() -> None:
 @pytest.mark.slow
 def test_bundled_recipe_archive_is_unchanged() -> None:
     assert run_digest(RECIPE) == DIGESTS["recipe"]
+
+
+def test_recorded_task_builds_the_runs_policy() -> None:
+    """A run with ``--hidden`` records task kwargs whose default policy is the run's."""
+    from training.qd.run import Run, TrainConfig
+
+    run = Run(TrainConfig.from_dict(POINT_MAZE))
+    assert run.task.default_policy() == run.policy
+    assert run.task.spec.kwargs["policy_hidden_sizes"] == [16, 16]

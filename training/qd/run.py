@@ -14,6 +14,7 @@ is refused, and one that the checkpoint has reached finishes at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -26,6 +27,7 @@ from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from models.policy import PolicySpec
+from training import distributed
 from training.qd import algorithms
 from training.qd.loop import (
     QDState,
@@ -120,7 +122,13 @@ class Run:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.algorithm = algorithms.get(config.algorithm)
-        self.task: Task = tasks.make(config.task, **config.task_kwargs)
+        task_kwargs = dict(config.task_kwargs)
+        hidden = (config.policy or {}).get("hidden_sizes")
+        if hidden is not None and tasks.info(config.task).genome == "policy":
+            # The task's default policy is the run's, so that an artifact's recorded task
+            # kwargs rebuild a task whose default_policy() matches its genomes.
+            task_kwargs.setdefault("policy_hidden_sizes", list(hidden))
+        self.task: Task = tasks.make(config.task, **task_kwargs)
         self.hyperparameters = self.algorithm.resolved(self.task, config.hyperparameters)
         spec = self.task.spec
         self.policy: PolicySpec | None = None
@@ -248,12 +256,18 @@ def train(
             ``evaluations``, or with a budget below the evaluations the checkpoint spent.
     """
     run_dir = RunDir(out)
-    resuming = run_dir.prepare(
-        config.to_dict(),
-        resume=resume,
-        overwrite=overwrite,
-        canonical=_compared,
+    writer = distributed.is_writer()  # only process 0 of a multi-process run writes
+    resuming = (
+        run_dir.prepare(
+            config.to_dict(),
+            resume=resume,
+            overwrite=overwrite,
+            canonical=_compared,
+        )
+        if writer or not overwrite
+        else False
     )
+    distributed.barrier("qdzoo-train-prepared")  # every process checked before 0 writes
     bar: tqdm | None = None
     try:
         run = Run(config)
@@ -265,11 +279,13 @@ def train(
             state = replicate(run_dir.load(STATE_FILE, template), run.mesh)
             iteration = int(state.iteration)
             _check_budget(run, iteration, run_dir)
-            run_dir.truncate_log(lambda row: row["iteration"] <= iteration)
-            if stored_config(run_dir.path) != config:
-                write_json(run_dir.record_path, config.to_dict())  # the new budget
+            if writer:
+                run_dir.truncate_log(lambda row: row["iteration"] <= iteration)
+                if stored_config(run_dir.path) != config:
+                    write_json(run_dir.record_path, config.to_dict())  # the new budget
         else:
-            run_dir.start(config.to_dict())
+            if writer:
+                run_dir.start(config.to_dict())
             state = run.initial_state()
         total = run.iterations
         per_iteration = run.evaluations_per_iteration
@@ -282,22 +298,31 @@ def train(
             dynamic_ncols=True,
             desc=f"{config.algorithm} on {config.task}",
         )
-        with run_dir.open_log() as log:
+        with run_dir.open_log() if writer else contextlib.nullcontext() as log:
             while (done := int(state.iteration)) < total:
                 length = min(config.chunk, total - done)
-                state, metrics = run.chunk(state, length)
-                host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-                run_dir.write_rows(
-                    log,
-                    (
-                        {
-                            k: finite_or_none(v[i]) if v.dtype.kind == "f" else int(v[i])
-                            for k, v in host.items()
-                        }
-                        for i in range(length)
-                    ),
-                )
-                run_dir.save(STATE_FILE, state)
+                try:
+                    state, metrics = run.chunk(state, length)
+                    host = {
+                        k: np.asarray(v)
+                        for k, v in jax.device_get(distributed.to_host_local(metrics)).items()
+                    }
+                except jax.errors.JaxRuntimeError as err:
+                    if not distributed.is_multiprocess():
+                        raise
+                    raise distributed.peer_lost(err, _resume_hint(run_dir)) from None
+                if writer:
+                    run_dir.write_rows(
+                        log,
+                        (
+                            {
+                                k: finite_or_none(v[i]) if v.dtype.kind == "f" else int(v[i])
+                                for k, v in host.items()
+                            }
+                            for i in range(length)
+                        ),
+                    )
+                    run_dir.save(STATE_FILE, distributed.to_host_local(state))
                 last = {k: v[-1] for k, v in host.items()}
                 bar.update(length * per_iteration)
                 bar.set_postfix(progress_postfix(last))
@@ -306,8 +331,9 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+    state = distributed.to_host_local(state)  # each process's own replica
     artifact = ArchiveArtifact(state.elites, run.artifact_config(state, time.time() - start_time))
-    if save:
+    if save and writer:
         artifact.save_pretrained(run_dir.path)
     return artifact
 
@@ -350,6 +376,19 @@ def _check_budget(run: Run, iteration: int, run_dir: RunDir) -> None:
         f"iterations of {run.evaluations_per_iteration}), more than the budget given, "
         f"--evaluations {run.config.evaluations}; give --evaluations {spent} or more (or leave "
         "it out to keep the stored budget)"
+    )
+
+
+def _resume_hint(run_dir: RunDir) -> str:
+    """What to do after a multi-process run lost a process."""
+    progress = _checkpointed(run_dir)
+    if progress is None:
+        return (
+            f"Nothing was checkpointed yet: run the same launch with --resume (out {run_dir.path})."
+        )
+    return (
+        f"The last checkpoint in {run_dir.checkpoint_dir} ({progress}) is intact: run the same "
+        "launch with --resume to continue."
     )
 
 

@@ -54,6 +54,7 @@ BUNDLED_LOG_LIMIT = 256 * 1024
 """A run's ``metrics.jsonl`` is bundled only if it is at most this many bytes."""
 
 _KEYS = ("name", "description", "catalog_name", "repo_id", "genome_dtype", "train")
+_OPTIONAL_KEYS = ("card_notes",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Recipe:
         repo_id: the Hub repo the artifact is published to.
         genome_dtype: ``float32`` or ``float16``, the genome dtype of the saved artifact.
         config: the training config.
+        card_notes: Markdown shown in the artifact's model card under "Notes" (how the
+            archive compares with others, measured), or ``None``.
     """
 
     name: str
@@ -75,15 +78,17 @@ class Recipe:
     repo_id: str
     genome_dtype: str
     config: TrainConfig
+    card_notes: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
         """Build a recipe from its JSON object, checking its keys."""
         missing = [k for k in _KEYS if k not in data]
-        unknown = sorted(set(data) - set(_KEYS))
+        unknown = sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS))
         if missing or unknown:
             raise ConfigError(
-                f"{source}: missing keys {missing}, unknown keys {unknown}; expected {list(_KEYS)}"
+                f"{source}: missing keys {missing}, unknown keys {unknown}; expected "
+                f"{list(_KEYS)} and optionally {list(_OPTIONAL_KEYS)}"
             )
         if data["genome_dtype"] not in ("float32", "float16"):
             raise ConfigError(
@@ -202,6 +207,8 @@ def run_recipe(
     )
     artifact = reevaluate_elites(artifact, recipe.genome_dtype)
     artifact.config["recipe"] = recipe.name
+    if recipe.card_notes:
+        artifact.config["notes"] = recipe.card_notes
     artifact.save_pretrained(out, genome_dtype=recipe.genome_dtype, gif=True)
     if bundle:
         bundle_artifact(out, recipe)
@@ -268,6 +275,7 @@ _GENERATOR_KEYS = (
     "distill",
     "evaluation",
 )
+_GENERATOR_OPTIONAL_KEYS = ("init", "text_examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +285,14 @@ class GeneratorRecipe:
     Its JSON has ``archive`` (a catalog name, Hub repo id or directory), ``distill`` (a
     :class:`training.distill.DistillConfig` as a dict) and ``evaluation`` (keyword arguments
     of :func:`training.distill.evaluation.evaluate_generator`: sampler, steps, guidance, seed),
-    next to the keys every recipe has.
+    next to the keys every recipe has. Optionally ``init``: a generator (catalog name, Hub
+    repo id or directory) to warm start from, as ``qdzoo distill --init`` (with
+    ``"vae_steps": 0`` its VAE is kept unchanged); and, for a text-conditioned generator,
+    ``text_examples``: keyword arguments of
+    :func:`training.distill.text_evaluation.evaluate_prompts` (``prompts``, ``samples``,
+    ``seed``; sampler, steps and guidance are the evaluation's), measured after the
+    evaluation and shown in the model card. A text-conditioned recipe reads the labels file
+    beside its archive (``labels.json``, ``qdzoo label``).
     """
 
     name: str
@@ -287,19 +302,45 @@ class GeneratorRecipe:
     archive: str
     distill: dict[str, Any]
     evaluation: dict[str, Any]
+    init: str | None = None
+    text_examples: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> GeneratorRecipe:
         missing = [k for k in _GENERATOR_KEYS if k not in data]
-        unknown = sorted(set(data) - set(_GENERATOR_KEYS))
+        unknown = sorted(set(data) - set(_GENERATOR_KEYS) - set(_GENERATOR_OPTIONAL_KEYS))
         if missing or unknown:
             raise ConfigError(
                 f"{source}: missing keys {missing}, unknown keys {unknown}; "
-                f"expected {list(_GENERATOR_KEYS)}"
+                f"expected {list(_GENERATOR_KEYS)} and optionally "
+                f"{list(_GENERATOR_OPTIONAL_KEYS)}"
             )
         from training.distill import DistillConfig
 
-        DistillConfig.from_dict(data["distill"])  # validate now, not after training
+        config = DistillConfig.from_dict(data["distill"])  # validate now, not after training
+        if data.get("init") is not None and not isinstance(data["init"], str):
+            raise ConfigError(
+                f"{source}: init must be a generator's catalog name, Hub repo id or directory "
+                f"(a string), got {data['init']!r}"
+            )
+        examples = data.get("text_examples")
+        if examples is not None:
+            prompts = examples.get("prompts") if isinstance(examples, dict) else None
+            if "text" not in config.conditions:
+                raise ConfigError(
+                    f"{source}: text_examples need a text-conditioned generator; the distill "
+                    f"config has condition {config.condition!r} (set 'condition' to 'text' or "
+                    "'both', or drop text_examples)"
+                )
+            if (
+                not isinstance(prompts, list)
+                or not prompts
+                or not all(isinstance(p, str) and p.strip() for p in prompts)
+            ):
+                raise ConfigError(
+                    f"{source}: text_examples must be an object with 'prompts', a non-empty "
+                    f"list of non-empty strings, got {examples!r}"
+                )
         return cls(**data)
 
 
@@ -315,16 +356,68 @@ def run_generator_recipe(
     """Distil ``recipe.archive``, evaluate the generator with the paper's protocol, record the
     metrics and images in its config and card, save it to ``out`` and optionally bundle it."""
     from training.distill import DistillConfig, distill
-    from training.distill.evaluation import evaluate_generator, record_in_generator
     from zoo.archive_artifact import load_archive
+    from zoo.generator import load_generator
 
     archive = load_archive(recipe.archive)
     config = DistillConfig.from_dict(recipe.distill)
-    generator = distill(archive, config, out, resume=resume, overwrite=overwrite, progress=progress)
+    init = None if recipe.init is None else load_generator(recipe.init)
+    generator = distill(
+        archive,
+        config,
+        out,
+        init=init,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        source=recipe.archive,
+        labels=recipe_labels(recipe, archive) if "text" in config.conditions else None,
+    )
+    return evaluate_generator_recipe(recipe, generator, archive, out, bundle=bundle)
+
+
+def recipe_labels(recipe: GeneratorRecipe, archive: Any) -> Path:
+    """The labels file of a text-conditioned recipe: ``labels.json`` beside its archive.
+
+    Raises:
+        ConfigError: the archive has none (the message says how to write it).
+    """
+    from zoo.archive_artifact import LABELS_NAME
+
+    path = None if archive.path is None else Path(archive.path) / LABELS_NAME
+    if path is None or not path.is_file():
+        raise ConfigError(
+            f"recipe {recipe.name!r} is conditioned on text and needs the labels of its "
+            f"archive {recipe.archive!r} beside it ({LABELS_NAME}), found none at {path}; write "
+            f"them with `qdzoo label {recipe.archive} --out ARCHIVE_DIR/{LABELS_NAME}`"
+        )
+    return path
+
+
+def evaluate_generator_recipe(
+    recipe: GeneratorRecipe, generator: Any, archive: Any, out: Path, *, bundle: bool = False
+) -> Any:
+    """Evaluate a distilled generator as ``recipe`` says (the paper's protocol, and its
+    ``text_examples`` prompts), record the results in its config and card, save it to ``out``
+    and optionally bundle it; return it."""
+    from training.distill.evaluation import evaluate_generator, record_in_generator
+
     settings = dict(recipe.evaluation)
     seed = int(settings.pop("seed", 0))
     metrics = evaluate_generator(generator, archive, jax.random.key(seed), out_dir=out, **settings)
     record_in_generator(generator, metrics, metrics.get("images"))
+    if recipe.text_examples is not None:
+        from training.distill.text_evaluation import evaluate_prompts
+
+        examples = dict(recipe.text_examples)
+        generator.config["text_examples"] = evaluate_prompts(
+            generator,
+            archive,
+            examples.pop("prompts"),
+            jax.random.key(int(examples.pop("seed", seed))),
+            **{k: settings[k] for k in ("sampler", "steps", "guidance") if k in settings},
+            **examples,
+        )
     generator.config["recipe"] = recipe.name
     generator.save_pretrained(out, gif=True)
     if bundle:
@@ -379,6 +472,8 @@ __all__ = [
     "GeneratorRecipe",
     "Recipe",
     "bundle_generator",
+    "evaluate_generator_recipe",
+    "recipe_labels",
     "run_generator_recipe",
     "bundle_artifact",
     "list_recipes",

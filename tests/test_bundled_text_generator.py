@@ -2,7 +2,8 @@
 text, measures and both, shares the bundled measures-only generator's VAE, and its card shows
 what example prompts produced; and :func:`training.distill.text_evaluation.evaluate_prompts`
 on a tiny setting. The sentence encoder (all-MiniLM-L6-v2) must be set up
-(``qdzoo text-setup``); the module is skipped otherwise.
+(``qdzoo text-setup``, which ``scripts/test.sh`` runs); without it these tests fail with
+the command to run.
 """
 
 from __future__ import annotations
@@ -18,15 +19,8 @@ from training.distill.text_evaluation import evaluate_prompts, format_prompt_exa
 from training.recipes import GeneratorRecipe, load_recipe
 from zoo import catalog, hub
 from zoo.archive_artifact import load_archive
-from zoo.errors import ConfigError, MissingTextEncoderError
+from zoo.errors import ConfigError
 from zoo.generator import load_generator
-
-try:
-    from zoo.text_encoder import TextEncoder
-
-    TextEncoder.load()
-except (MissingTextEncoderError, ImportError) as err:  # pragma: no cover - set-up dependent
-    pytest.skip(f"the text encoder is not set up ({err})", allow_module_level=True)
 
 NAME = "walker2d-uni-text-ldm"
 ARCHIVE = "walker2d-uni-map-elites"

@@ -6,7 +6,8 @@ one way or the other, labelled "walk left slowly" or "hop to the right quickly")
 by a small labels file written here and distilled once per module with tiny models through
 the CLI (``both``); a ``text``-only run on top of its VAE (``--init``, ``--vae-steps 0``)
 reuses the compiled chunks' shapes. The sentence encoder (all-MiniLM-L6-v2) must be set up
-(``qdzoo text-setup``); the module is skipped otherwise.
+(``qdzoo text-setup``, which ``scripts/test.sh`` runs); without it these tests fail with
+the command to run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_generator import TASK_KWARGS, TINY_VAE  # the same tiny task and VAE
 
 from models.policy import MLPPolicy, PolicySpec
 from training.cli import main
@@ -26,32 +28,10 @@ from training.distill import DistillConfig, distill
 from zoo import tasks
 from zoo.archive import Archive
 from zoo.archive_artifact import ArchiveArtifact, archive_spec
-from zoo.errors import ConditionError, ConfigError, MissingTextEncoderError
+from zoo.errors import ConditionError, ConfigError
 from zoo.generator import Generator, load_generator
 from zoo.sequence import sequence
 
-try:
-    from zoo.text_encoder import TextEncoder
-
-    TextEncoder.load()
-except (MissingTextEncoderError, ImportError) as err:  # pragma: no cover - set-up dependent
-    pytest.skip(f"the text encoder is not set up ({err})", allow_module_level=True)
-
-TASK_KWARGS = {"episode_length": 10, "policy_hidden_sizes": [8, 8]}
-TINY_VAE = {
-    "latent_size": 8,
-    "cnn_channels": [2, 2],
-    "cnn_grid": 2,
-    "vector_width": 8,
-    "projection_width": 16,
-    "node_size": 8,
-    "message_rounds": 1,
-    "num_heads": 2,
-    "head_width": 8,
-    "basis_size": 8,
-    "basis_width": 16,
-    "normaliser_width": 8,
-}
 TINY_SETTINGS: dict[str, Any] = {
     "vae": TINY_VAE,
     "denoiser": {"width": 32, "num_blocks": 1, "num_heads": 2, "time_embedding_size": 16},

@@ -124,9 +124,13 @@ class Run:
         self.algorithm = algorithms.get(config.algorithm)
         task_kwargs = dict(config.task_kwargs)
         hidden = (config.policy or {}).get("hidden_sizes")
-        if hidden is not None and tasks.info(config.task).genome == "policy":
+        valid = isinstance(hidden, list | tuple) and all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+        )
+        if valid and tasks.info(config.task).genome == "policy":
             # The task's default policy is the run's, so that an artifact's recorded task
-            # kwargs rebuild a task whose default_policy() matches its genomes.
+            # kwargs rebuild a task whose default_policy() matches its genomes (invalid sizes
+            # are refused below, with the policy's own message).
             task_kwargs.setdefault("policy_hidden_sizes", list(hidden))
         self.task: Task = tasks.make(config.task, **task_kwargs)
         self.hyperparameters = self.algorithm.resolved(self.task, config.hyperparameters)

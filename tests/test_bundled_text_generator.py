@@ -93,6 +93,7 @@ def test_archive_ships_its_labels() -> None:
     assert "`labels.json` describes every elite" in (archive.path / "README.md").read_text()
 
 
+@pytest.mark.slow  # 40 s of rollouts; the bundled generator's card was made by it
 def test_evaluate_prompts_on_a_tiny_setting(generator) -> None:  # noqa: ANN001
     archive = load_archive(ARCHIVE)
     prompts = ["slowly shuffle forward", "it bounces ahead on its left foot"]

@@ -97,9 +97,18 @@ def make_archive(hidden: tuple[int, ...] = (8, 8), size: int = 48) -> ArchiveArt
     spec = task.default_policy()
     policies = random_policies(spec, size, seed=0)
     descriptors = np.random.default_rng(1).uniform(-1.0, 1.0, (size, 2)).astype(np.float32)
+    return artifact_of(task, policies, descriptors, (5, 5))
+
+
+def artifact_of(
+    task: Any, policies: MLPPolicy, descriptors: np.ndarray, grid: tuple[int, int]
+) -> ArchiveArtifact:
+    """A point-maze archive artifact of ``policies`` at ``descriptors`` (fitness: minus the
+    squared norm of the descriptors) in a ``grid``."""
+    spec = task.default_policy()
     template = jax.tree_util.tree_map(lambda x: x[0], policies)
     archive = Archive.grid(
-        template, (5, 5), task.spec.descriptor_low, task.spec.descriptor_high,
+        template, grid, task.spec.descriptor_low, task.spec.descriptor_high,
         qd_offset=task.spec.qd_offset,
     )  # fmt: skip
     fitness = -np.sum(descriptors**2, axis=1)

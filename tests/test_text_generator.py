@@ -20,14 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_generator import TASK_KWARGS, TINY_VAE  # the same tiny task and VAE
+from test_generator import TASK_KWARGS, TINY_VAE, artifact_of  # the same tiny setting
 
 from models.policy import MLPPolicy, PolicySpec
 from training.cli import main
 from training.distill import DistillConfig, distill
 from zoo import tasks
-from zoo.archive import Archive
-from zoo.archive_artifact import ArchiveArtifact, archive_spec
+from zoo.archive_artifact import ArchiveArtifact
 from zoo.errors import ConditionError, ConfigError
 from zoo.generator import Generator, load_generator
 from zoo.sequence import sequence
@@ -76,20 +75,7 @@ def grouped_archive() -> ArchiveArtifact:
         activation=spec.activation,
         output_activation=spec.output_activation,
     )
-    template = jax.tree_util.tree_map(lambda x: x[0], policies)
-    archive = Archive.grid(
-        template, (8, 8), task.spec.descriptor_low, task.spec.descriptor_high,
-        qd_offset=task.spec.qd_offset,
-    )  # fmt: skip
-    fitness = -np.sum(descriptors**2, axis=1)
-    archive, _ = archive.insert(policies, jnp.asarray(fitness), jnp.asarray(descriptors))
-    config = {
-        "task": {"name": "point-maze", "kwargs": task.spec.kwargs, "spec": task.spec.to_dict()},
-        "policy": spec.to_dict(),
-        "archive": archive_spec(archive, task.spec.descriptor_names),
-        "evaluation": {"reset": "deterministic", "episode_length": 10, "seed": 0},
-    }
-    return ArchiveArtifact(archive, config)
+    return artifact_of(task, policies, descriptors, (8, 8))
 
 
 def write_labels(artifact: ArchiveArtifact, path: Path) -> dict[int, str]:

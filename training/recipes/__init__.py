@@ -316,6 +316,7 @@ class GeneratorRecipe:
                 f"{list(_GENERATOR_OPTIONAL_KEYS)}"
             )
         from training.distill import DistillConfig
+        from zoo.generator import text_prompts
 
         config = DistillConfig.from_dict(data["distill"])  # validate now, not after training
         if data.get("init") is not None and not isinstance(data["init"], str):
@@ -332,15 +333,15 @@ class GeneratorRecipe:
                     f"config has condition {config.condition!r} (set 'condition' to 'text' or "
                     "'both', or drop text_examples)"
                 )
-            if (
-                not isinstance(prompts, list)
-                or not prompts
-                or not all(isinstance(p, str) and p.strip() for p in prompts)
-            ):
+            try:
+                if not isinstance(prompts, list):
+                    raise ConfigError("prompts must be a list")
+                text_prompts(prompts)  # the check gen.sample(text=...) makes
+            except ConfigError:
                 raise ConfigError(
                     f"{source}: text_examples must be an object with 'prompts', a non-empty "
                     f"list of non-empty strings, got {examples!r}"
-                )
+                ) from None
         return cls(**data)
 
 

@@ -14,6 +14,7 @@ What a user touches: tasks, archives, artifacts and Hub I/O::
     zoo.load_artifact("walker2d-uni-ldm")               # either kind, read from its config
     policies = gen.sample(jax.random.key(0), measures=[[0.2, 0.8]], num_samples=4)
     zoo.rollouts.sample_rollouts(gen, [[0.2, 0.8]], num_samples=4, seed=0)
+    zoo.from_pyribs(ribs_archive, task="point-maze")  # or zoo.from_qdax(repertoire, task=...)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from zoo.archive_artifact import ArchiveArtifact, load_archive
 from zoo.artifact import Artifact
 from zoo.catalog import CatalogEntry, list_models
 from zoo.generator import Generator, load_generator
+from zoo.importers import from_pyribs, from_qdax
 from zoo.loading import load_artifact
 from zoo.sequence import sequence, sequencing_success_rate
 
@@ -37,6 +39,8 @@ __all__ = [
     "catalog",
     "errors",
     "evaluation",
+    "from_pyribs",
+    "from_qdax",
     "list_models",
     "load_archive",
     "load_artifact",

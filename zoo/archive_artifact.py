@@ -20,7 +20,13 @@ import numpy as np
 from hub_cards import TOUR_NAME
 from models.policy import PolicySpec
 from zoo.archive import Archive
-from zoo.artifact import POLICY_FIELDS, TASK_FIELDS, Artifact, finite_or_none
+from zoo.artifact import (
+    POLICY_FIELDS,
+    TASK_FIELDS,
+    Artifact,
+    finite_or_none,
+    library_versions,
+)
 from zoo.errors import (
     ArtifactError,
     ConfigError,
@@ -69,6 +75,10 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     Field("archive.qd_offset", "finite number"),
     Field("archive.descriptor_names", "list[str]", optional=True),
     Field("genome_dtype", "str", optional=True, choices=("float32", "float16")),
+    Field("evaluation", "dict", optional=True),
+    Field("evaluation.seed", "int", optional=True),
+    Field("evaluation.protocol", "str", optional=True, choices=("robust",)),
+    Field("evaluation.episodes", "positive int", optional=True),
 )
 """The schema of an archive's ``config.json`` (``docs/FORMAT.md``), checked on save and load."""
 
@@ -88,6 +98,34 @@ def archive_spec(archive: Archive, descriptor_names: tuple[str, ...]) -> dict[st
         "threshold_min": finite_or_none(archive.threshold_min),
         "qd_offset": archive.qd_offset,
         "descriptor_names": list(descriptor_names),
+    }
+
+
+def archive_config(
+    spec: TaskSpec,
+    policy: PolicySpec | None,
+    archive: Archive,
+    *,
+    seed: int,
+    **sections: Any,
+) -> dict[str, Any]:
+    """The ``config.json`` of an archive artifact before saving (``docs/FORMAT.md``).
+
+    Args:
+        spec: the task the elites were evaluated on.
+        policy: the spec of the stored policies (``None`` for vector genomes).
+        archive: the archive (its tessellation and threshold settings are recorded).
+        seed: the seed of the re-evaluation protocol (``evaluation.seed``).
+        sections: further top-level entries, in order (``algorithm``, ``training``, ...),
+            placed between ``archive`` and ``evaluation``.
+    """
+    return {
+        "task": {"name": spec.name, "kwargs": spec.kwargs, "spec": spec.to_dict()},
+        "policy": None if policy is None else policy.to_dict(),
+        "archive": archive_spec(archive, spec.descriptor_names),
+        **sections,
+        "evaluation": {"reset": spec.reset, "episode_length": spec.episode_length, "seed": seed},
+        "library_versions": library_versions(),
     }
 
 
@@ -405,6 +443,12 @@ def check_archive_config(config: dict[str, Any], where: str) -> None:
                 f"product is archive.num_cells ({archive['num_cells']}), got {shape}; "
                 f"{FIX_LOADED}"
             )
+    evaluation = config.get("evaluation") or {}
+    if evaluation.get("protocol") == "robust" and "episodes" not in evaluation:
+        raise ArtifactError(
+            f"{where}: evaluation.protocol is 'robust', so evaluation.episodes (episodes per "
+            f"elite, a positive integer) must be given; {FIX_LOADED}"
+        )
     if spec["genome"] == "policy" and config["policy"] is None:
         raise ArtifactError(
             f"{where}: task.spec.genome is 'policy', so 'policy' must describe the MLP "

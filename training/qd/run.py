@@ -40,8 +40,8 @@ from training.qd.sharding import population_mesh, replicate
 from training.rundir import RunDir
 from zoo import tasks
 from zoo.archive import Archive, cvt_centroids
-from zoo.archive_artifact import ArchiveArtifact, archive_spec
-from zoo.artifact import finite_or_none, library_versions
+from zoo.archive_artifact import ArchiveArtifact, archive_config
+from zoo.artifact import finite_or_none
 from zoo.errors import ArtifactError, ConfigError
 from zoo.serialization import dataclass_from_dict, read_json, write_json
 from zoo.tasks.base import Task, genome_template
@@ -211,17 +211,18 @@ class Run:
     def artifact_config(self, state: QDState, wall_time_s: float) -> dict[str, Any]:
         cfg = self.config
         spec = self.task.spec
-        return {
-            "task": {"name": spec.name, "kwargs": spec.kwargs, "spec": spec.to_dict()},
-            "policy": None if self.policy is None else self.policy.to_dict(),
-            "archive": archive_spec(state.elites, spec.descriptor_names),
-            "algorithm": {
+        return archive_config(
+            spec,
+            self.policy,
+            state.elites,
+            seed=cfg.seed,
+            algorithm={
                 "name": self.algorithm.name,
                 "summary": self.algorithm.summary,
                 "hyperparameters": self.hyperparameters,
                 "citation": self.algorithm.citation,
             },
-            "training": {
+            training={
                 "evaluations": int(state.iteration) * self.evaluations_per_iteration,
                 "iterations": int(state.iteration),
                 "batch_size": cfg.batch_size,
@@ -230,13 +231,7 @@ class Run:
                 "wall_time_s": round(wall_time_s, 2),
                 "config": cfg.to_dict(),
             },
-            "evaluation": {
-                "reset": spec.reset,
-                "episode_length": spec.episode_length,
-                "seed": cfg.seed,
-            },
-            "library_versions": library_versions(),
-        }
+        )
 
 
 def train(

@@ -106,6 +106,8 @@ def render_archive_card(
         "policy": policy_text,
         "episode_length": spec["episode_length"],
         "reset": spec["reset"],
+        "reset_note": _reset_note(config),
+        "robust": _robust_section(config),
         "qd_offset": (
             f"- {_fmt(spec['qd_offset'])}"
             if spec["qd_offset"] >= 0
@@ -123,6 +125,48 @@ def render_archive_card(
         "versions": ", ".join(f"{k} {v}" for k, v in config.get("library_versions", {}).items()),
     }
     return load_template("archive").substitute(values)
+
+
+def _reset_note(config: dict[str, Any]) -> str:
+    """What the card says after the reset protocol (the robust protocol when recorded)."""
+    evaluation = config.get("evaluation") or {}
+    if evaluation.get("protocol") != "robust":
+        return (
+            "(deterministic: every episode\n  starts from the same fixed state, so re-evaluating "
+            "an elite reproduces its stored fitness\n  and descriptors)"
+        )
+    noise = evaluation.get("reset_noise")
+    return (
+        f"under the robust protocol: every\n  stored fitness and descriptor is the mean over "
+        f"{evaluation['episodes']} episodes (episode j of every elite\n  starts from the reset "
+        f"of `jax.random.fold_in(jax.random.key({evaluation.get('seed', 0)}), j)`; reset "
+        f"noise `{json.dumps(noise)}`);\n  `qdzoo eval` reproduces the means with this seed and "
+        "agrees within 3 standard errors with\n  fresh seeds (`--seed`)"
+    )
+
+
+def _robust_section(config: dict[str, Any]) -> str:
+    """The card's before/after table of a robust re-evaluation ("" for other archives)."""
+    reevaluation = config.get("reevaluation") or {}
+    evaluation = config.get("evaluation") or {}
+    if reevaluation.get("protocol") != "robust":
+        return ""
+    from zoo.robust import before_after
+
+    rows = "\n".join(
+        f"| {label} | {_fmt(before)} | {_fmt(after)} |"
+        for label, before, after in before_after(config)
+    )
+    return (
+        "\n## Robust re-evaluation\n\n"
+        f"Every elite of the source archive was rolled out {evaluation.get('episodes')} times "
+        "from stochastic resets and re-inserted with its mean fitness and mean descriptors into "
+        "an empty archive of the same tessellation (`qdzoo reevaluate`); "
+        f"{reevaluation.get('elites_in_same_cell')} of {reevaluation.get('elites_evaluated')} "
+        "elites stayed in their cell. The standard deviations over the episodes are stored as "
+        "the per-elite extras `robust_fitness_std` and `robust_descriptors_std`.\n\n"
+        f"| metric | before | after |\n| --- | --- | --- |\n{rows}\n"
+    )
 
 
 def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:

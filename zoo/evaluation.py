@@ -123,6 +123,8 @@ def evaluate_in_chunks(
     *,
     batch_size: int,
     rollouts: int = 1,
+    evaluate: Callable[..., tuple[Array, Array]] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Float[np.ndarray, "n rollouts"], Float[np.ndarray, "n rollouts k"]]:
     """Evaluate ``size`` genomes in chunks of ``batch_size`` rows, every chunk with ``key``.
 
@@ -135,6 +137,10 @@ def evaluate_in_chunks(
         key: the evaluation key (the same for every chunk).
         batch_size: rows per compiled evaluation.
         rollouts: episodes per genome.
+        evaluate: ``evaluate(task, policies, key, rollouts) -> ([B, R], [B, R, k])``, how a
+            chunk is rolled out (default :func:`evaluate_rollouts`;
+            :func:`zoo.robust.evaluate_episodes` for the robust protocol).
+        progress: called with the number of genomes done after each chunk.
 
     Returns:
         Fitness ``[size, rollouts]`` and descriptors ``[size, rollouts, k]`` (numpy).
@@ -144,13 +150,16 @@ def evaluate_in_chunks(
     """
     batch_size = _positive_int("batch_size", batch_size)
     rollouts = _positive_int("rollouts", rollouts)
+    evaluate = evaluate or evaluate_rollouts
     fitness, descriptors = [], []
     for i, start in enumerate(range(0, size, batch_size)):
         rows = np.arange(start, min(start + batch_size, size))
         padded = np.concatenate([rows, np.repeat(rows[:1], batch_size - rows.size)])
-        f, d = evaluate_rollouts(task, population(i, padded), key, rollouts)
+        f, d = evaluate(task, population(i, padded), key, rollouts)
         fitness.append(np.asarray(f)[: rows.size])
         descriptors.append(np.asarray(d)[: rows.size])
+        if progress is not None:
+            progress(int(rows[-1]) + 1)
     if not fitness:
         k = len(task.spec.descriptor_names)
         return np.zeros((0, rollouts), np.float32), np.zeros((0, rollouts, k), np.float32)
@@ -191,19 +200,27 @@ def reevaluate(
     cells: Any = None,
     *,
     batch_size: int | None = None,
-    rollouts: int = 1,
+    rollouts: int | None = None,
     key: PRNGKeyArray | None = None,
     genome_dtype: str = "float32",
 ) -> Reevaluation:
     """Evaluate the elites of ``cells`` again with the artifact's recorded protocol.
 
+    An archive that records the robust protocol (``config["evaluation"]["protocol"] ==
+    "robust"``, :mod:`zoo.robust`) is evaluated under it: ``episodes`` rollouts per elite,
+    episode ``j`` of every elite from the reset of ``fold_in(key, j)``
+    (:func:`zoo.robust.evaluate_episodes`), so the stored means are reproduced whatever the
+    cells and the batch size.
+
     Args:
         artifact: an archive artifact (its config names the task and the evaluation seed).
         cells: cell indices (default: every occupied cell, ascending).
         batch_size: genomes per compiled evaluation (default: the training batch size
-            ``config["training"]["batch_size"]``, or all cells at once when absent).
+            ``config["training"]["batch_size"]``, or all cells at once when absent; for a
+            robust archive the recorded ``config["reevaluation"]["batch_size"]``, so that its
+            means are reproduced bit for bit on the same platform).
         rollouts: episodes per elite (more than 1 only tells something under a stochastic
-            reset).
+            reset); default the recorded ``episodes`` of a robust archive, else 1.
         key: the evaluation key (default: ``jax.random.key(config["evaluation"]["seed"])``).
         genome_dtype: round the genomes to this dtype first (``"float16"``: evaluate them as
             a float16 artifact would store them).
@@ -228,17 +245,33 @@ def reevaluate(
     _check_genome_dtype(genome_dtype)
     if key is None:
         key = jax.random.key(evaluation_seed(artifact.config))
+    evaluation = artifact.config.get("evaluation") or {}
+    evaluate = None
+    if evaluation.get("protocol") == "robust":
+        from zoo.robust import evaluate_episodes
+
+        evaluate = evaluate_episodes
+        rollouts = int(evaluation["episodes"]) if rollouts is None else rollouts
+        if batch_size is None:
+            batch_size = (artifact.config.get("reevaluation") or {}).get("batch_size")
     if batch_size is None:
         batch_size = int(artifact.config.get("training", {}).get("batch_size", 0)) or max(
             cells.size, 1
         )
     task = task_of(artifact)
+    rollouts = 1 if rollouts is None else rollouts
 
     def population(_: int, rows: np.ndarray) -> Any:
         return round_genomes(artifact.genomes(cells[rows]), genome_dtype)
 
     fitness, descriptors = evaluate_in_chunks(
-        task, population, cells.size, key, batch_size=batch_size, rollouts=rollouts
+        task,
+        population,
+        cells.size,
+        key,
+        batch_size=batch_size,
+        rollouts=rollouts,
+        evaluate=evaluate,
     )
     return Reevaluation(
         cells=cells,

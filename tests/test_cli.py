@@ -171,6 +171,22 @@ def test_recipe_list_and_tasks_are_aligned_tables(capsys: pytest.CaptureFixture[
     assert_aligned(capsys.readouterr().out)
 
 
+def test_readme_zoo_table_is_the_catalog_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's Zoo table is `qdzoo list --markdown`: one row per catalog entry, with the
+    protocol and, for generators, the distillation figures."""
+    from zoo import catalog
+
+    assert main(["list", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert table in readme, "README's Zoo table is stale: paste the output of qdzoo list --markdown"
+    rows = table.splitlines()[2:]
+    assert len(rows) == len(catalog.list_models())
+    generators = [r for r in rows if "| generator |" in r]
+    assert generators and all(r.split(" | ")[8] != "-" for r in generators)  # reward ratio
+    assert all(" reset, " in r or "robust:" in r for r in rows)
+
+
 # ---------------------------------------------------------------------------- resume
 BATCH = 16
 CONFIG = TrainConfig(

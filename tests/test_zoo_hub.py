@@ -24,7 +24,7 @@ from training.recipes import GeneratorRecipe, list_recipes, load_recipe, reevalu
 from training.rundir import CHECKPOINT_DIR
 from zoo import catalog, errors, hub
 from zoo.archive_artifact import ARTIFACT_FILES, ArchiveArtifact, load_archive
-from zoo.errors import QDZooError, UnknownNameError
+from zoo.errors import ConfigError, QDZooError, UnknownNameError
 
 REPO = "qdzoo-tests/sphere-archive"
 BUNDLED = "walker2d-uni-map-elites"
@@ -314,6 +314,50 @@ def test_recipe_run_bundles_and_updates_the_catalog(
     # the same training config as the module's tiny run, before rounding
     before = loaded.config["training"]["reevaluation"]["metrics_before"]
     assert before["qd_score"] == pytest.approx(tiny_run[1].metrics()["qd_score"])
+
+
+def test_a_recipe_with_robust_saves_the_corrected_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``"robust": {"episodes": K}`` re-evaluates the trained elites over K stochastic episodes
+    and saves that archive; the catalog entry says so in its protocol."""
+    recipe_dir, data_dir = tmp_path / "recipes", tmp_path / "data"
+    recipe_dir.mkdir()
+    data_dir.mkdir()
+    train = TrainConfig(
+        task="point-maze",
+        task_kwargs={"episode_length": 10, "policy_hidden_sizes": [4]},
+        evaluations=16 * 2,
+        batch_size=16,
+        grid=(4, 4),
+        seed=2,
+        chunk=2,
+    )
+    recipe = {
+        "name": "tiny-maze",
+        "description": "a test recipe",
+        "catalog_name": "tiny-maze",
+        "repo_id": "qdzoo-tests/tiny-maze",
+        "genome_dtype": "float32",
+        "train": train.to_dict(),
+        "robust": {"episodes": 3, "seed": 5},
+    }
+    (recipe_dir / "tiny-maze.json").write_text(json.dumps(recipe))
+    monkeypatch.setattr(recipes, "RECIPES_DIR", recipe_dir)
+    monkeypatch.setattr(catalog, "DATA_DIR", data_dir)
+    monkeypatch.setattr(catalog, "CATALOG_PATH", data_dir / "catalog.json")
+    out = tmp_path / "run"
+    assert main(["recipe", "run", "tiny-maze", "--out", str(out), "--bundle", "--quiet"]) == 0
+    loaded = load_archive("tiny-maze")
+    evaluation = loaded.config["evaluation"]
+    assert (evaluation["protocol"], evaluation["episodes"], evaluation["seed"]) == ("robust", 3, 5)
+    assert loaded.config["task"]["kwargs"]["reset"] == "stochastic"
+    assert "metrics_before" in loaded.config["reevaluation"]
+    assert catalog.get_entry("tiny-maze").protocol == "robust: 3 stochastic episodes"
+    bad = {**recipe, "robust": {"episodes": 0}}
+    (recipe_dir / "tiny-maze.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="robust must be"):
+        recipes.load_recipe("tiny-maze")
 
 
 def test_bundled_artifacts_match_their_catalog_entries() -> None:

@@ -540,9 +540,12 @@ def _metric(value: float | None, fmt: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print the zoo catalog as a table."""
-    from zoo.catalog import list_models
+    """Print the zoo catalog as a table (``--markdown``: the README's "Zoo" table)."""
+    from zoo.catalog import list_models, markdown_table
 
+    if args.markdown:
+        print(markdown_table(list_models(args.kind)))
+        return 0
     rows = []
     for e in list_models(args.kind):
         m = e.metrics
@@ -1440,8 +1443,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_list,
         "qdzoo list",
         "qdzoo list --kind generator",
+        "qdzoo list --markdown > zoo.md",
     )
     p.add_argument("--kind", choices=["archive", "generator"], default=None, help="only this kind")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the Markdown table of the README's Zoo section (protocol, generator figures)",
+    )
 
     p = command(
         "pull",
@@ -1772,6 +1781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"\n{str(err) or interrupted_message(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`qdzoo list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def interrupted_message(args: argparse.Namespace) -> str:

@@ -34,6 +34,13 @@ KINDS = ("archive", "generator")
 METRIC_NAMES = ("qd_score", "coverage", "max_fitness")
 """The metrics every catalog entry records (``None`` where not measured yet)."""
 
+GENERATOR_METRIC_NAMES = ("reward_ratio", "coverage_ratio", "js_divergence")
+"""The distillation figures a generator's entry also records: mean return of its samples over
+the elites' own, reconstructed coverage over the archive's, and the Jensen-Shannon divergence
+between requested and achieved measures (``training/distill/evaluation.py``)."""
+
+_OPTIONAL_FIELDS = ("protocol",)
+
 
 @dataclasses.dataclass(frozen=True)
 class CatalogEntry:
@@ -51,6 +58,7 @@ class CatalogEntry:
         bundled: path of the copy shipped in the package, relative to ``zoo/data/``, or
             ``None`` if the artifact is only on the Hub.
         description: one sentence for listings.
+        protocol: how its metrics were measured (:func:`protocol_of`), or ``None``.
     """
 
     name: str
@@ -63,24 +71,26 @@ class CatalogEntry:
     metrics: Mapping[str, float | None]
     bundled: str | None
     description: str
+    protocol: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CatalogEntry:
         """Build an entry from its JSON object, checking keys and values."""
         fields = [f.name for f in dataclasses.fields(cls)]
-        missing = [f for f in fields if f not in data]
+        missing = [f for f in fields if f not in data and f not in _OPTIONAL_FIELDS]
         unknown = sorted(set(data) - set(fields))
         name = data.get("name", "?")
         if missing or unknown:
             raise ArtifactError(
                 f"catalog entry {name!r} in {CATALOG_PATH}: missing keys {missing}, unknown keys "
-                f"{unknown}; expected exactly {fields}"
+                f"{unknown}; expected {fields} ({list(_OPTIONAL_FIELDS)} optional)"
             )
         if data["kind"] not in KINDS:
             raise ArtifactError(
                 f"catalog entry {name!r}: kind must be one of {list(KINDS)}, got {data['kind']!r}"
             )
-        metrics = {k: data["metrics"].get(k) for k in METRIC_NAMES}
+        names = METRIC_NAMES + (GENERATOR_METRIC_NAMES if data["kind"] == "generator" else ())
+        metrics = {k: data["metrics"].get(k) for k in names}
         return cls(
             **{**data, "size": int(data["size"]), "metrics": types.MappingProxyType(metrics)}
         )
@@ -160,13 +170,65 @@ def write_entry(entry: CatalogEntry, path: Path | None = None) -> None:
     write_text(path, text)
 
 
+def protocol_of(config: Mapping[str, Any]) -> str:
+    """How an artifact's metrics were measured, in a few words, from its ``config.json``.
+
+    Archives: ``"robust: 8 stochastic episodes"`` for a robust re-evaluation
+    (:mod:`zoo.robust`), else ``"deterministic reset, 1 episode"`` (or stochastic). Generators:
+    the reset and rollouts of their evaluation.
+    """
+    evaluation = config.get("evaluation") or {}
+    if evaluation.get("protocol") == "robust":
+        return f"robust: {int(evaluation['episodes'])} stochastic episodes"
+    reset = evaluation.get("reset") or config.get("task", {}).get("kwargs", {}).get("reset")
+    episodes = int(evaluation.get("rollouts", 1))
+    return f"{reset or 'deterministic'} reset, {episodes} episode{'s' * (episodes != 1)}"
+
+
+def _figure(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def markdown_table(entries: list[CatalogEntry] | None = None) -> str:
+    """The zoo as a Markdown table (``qdzoo list --markdown``; the README's "Zoo" table).
+
+    One row per entry: task, algorithm, the protocol its figures were measured with, QD score,
+    coverage, max fitness, and for generators the distillation figures (reward ratio,
+    reconstructed coverage ratio, JS divergence), size and Hub repo.
+    """
+    entries = list_models() if entries is None else entries
+    header = (
+        "| name | kind | task | algorithm | protocol | QD score | coverage | max fitness "
+        "| reward ratio | coverage ratio | JS div. | size | Hub repo |"
+    )
+    lines = [header, "|" + " --- |" * header.count(" | ") + " --- |"]
+    for e in entries:
+        m = e.metrics
+        coverage = m.get("coverage")
+        size = f"{e.size / 2**20:.1f} MiB"
+        bundled = " (bundled)" if e.bundled else ""
+        lines.append(
+            f"| `{e.name}`{bundled} | {e.kind} | `{e.task}` | {e.algorithm} | "
+            f"{e.protocol or '-'} | {_figure(m.get('qd_score'), ',.0f')} | "
+            f"{'-' if coverage is None else f'{100 * coverage:.1f}%'} | "
+            f"{_figure(m.get('max_fitness'), '.2f')} | {_figure(m.get('reward_ratio'), '.3f')} | "
+            f"{_figure(m.get('coverage_ratio'), '.3f')} | "
+            f"{_figure(m.get('js_divergence'), '.3f')} | {size} | `{e.repo_id}` |"
+        )
+    return "\n".join(lines)
+
+
 __all__ = [
     "CATALOG_PATH",
+    "GENERATOR_METRIC_NAMES",
+    "METRIC_NAMES",
     "CatalogEntry",
     "find_entry",
     "get_entry",
     "list_models",
+    "markdown_table",
     "names",
+    "protocol_of",
     "write_entry",
 ]
 

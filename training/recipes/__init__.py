@@ -8,7 +8,8 @@ A recipe is a JSON file ``training/recipes/<name>.json``::
       "catalog_name": "walker2d-uni-map-elites",   # the zoo catalog entry it makes, or null
       "repo_id": "qdzoo/walker2d-uni-map-elites",   # where the artifact is published
       "genome_dtype": "float32",                    # genome dtype of the saved artifact
-      "train": { ...a TrainConfig as a dict... }
+      "train": { ...a TrainConfig as a dict... },
+      "robust": {"episodes": 8, "seed": 0}          # optional: robust re-evaluation
     }
 
 ``run_recipe(name, out)`` (``qdzoo recipe run NAME``) trains it, saves the artifact (with a
@@ -22,7 +23,10 @@ re-inserted into an empty archive of the same spec (:func:`reevaluate_elites`), 
 rounded to the recipe's ``genome_dtype``. The stored fitness and descriptors are then what
 ``task.evaluate`` gives for the stored genomes: the numbers inside the compiled training loop
 differ from a standalone evaluation in the last bits, and over a chaotic 100-step rollout that
-can move an elite's fitness by a percent or its descriptors by a cell.
+can move an elite's fitness by a percent or its descriptors by a cell. A recipe with
+``robust`` then re-evaluates every elite under the robust protocol (:mod:`zoo.robust`: the mean
+over ``episodes`` stochastic episodes) and saves that corrected archive, whose card shows the
+metrics before and after.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ BUNDLED_LOG_LIMIT = 256 * 1024
 """A run's ``metrics.jsonl`` is bundled only if it is at most this many bytes."""
 
 _KEYS = ("name", "description", "catalog_name", "repo_id", "genome_dtype", "train")
-_OPTIONAL_KEYS = ("card_notes",)
+_OPTIONAL_KEYS = ("card_notes", "robust")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,8 @@ class Recipe:
         config: the training config.
         card_notes: Markdown shown in the artifact's model card under "Notes" (how the
             archive compares with others, measured), or ``None``.
+        robust: ``{"episodes": K, "seed": s}`` to save the archive corrected by a robust
+            re-evaluation (:func:`zoo.robust.reevaluate_archive`), or ``None``.
     """
 
     name: str
@@ -79,6 +85,7 @@ class Recipe:
     genome_dtype: str
     config: TrainConfig
     card_notes: str | None = None
+    robust: dict[str, int] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
@@ -94,6 +101,18 @@ class Recipe:
             raise ConfigError(
                 f"{source}: genome_dtype must be 'float32' or 'float16', "
                 f"got {data['genome_dtype']!r}"
+            )
+        robust = data.get("robust")
+        if robust is not None and (
+            not isinstance(robust, dict)
+            or set(robust) - {"episodes", "seed"}
+            or not isinstance(robust.get("episodes"), int)
+            or robust["episodes"] < 1
+            or not isinstance(robust.get("seed", 0), int)
+        ):
+            raise ConfigError(
+                f"{source}: robust must be {{'episodes': K, 'seed': s}} with K >= 1 episodes per "
+                f"elite and an integer seed (default 0), got {robust!r}"
             )
         fields = {k: v for k, v in data.items() if k != "train"}
         return cls(**fields, config=TrainConfig.from_dict(data["train"]))
@@ -206,6 +225,12 @@ def run_recipe(
         recipe.config, out, resume=resume, overwrite=overwrite, progress=progress, save=False
     )
     artifact = reevaluate_elites(artifact, recipe.genome_dtype)
+    if recipe.robust is not None:
+        from zoo.robust import reevaluate_archive
+
+        artifact = reevaluate_archive(
+            artifact, recipe.robust["episodes"], recipe.robust.get("seed", 0)
+        )
     artifact.config["recipe"] = recipe.name
     if recipe.card_notes:
         artifact.config["notes"] = recipe.card_notes
@@ -261,6 +286,7 @@ def bundle_artifact(run_dir: str | Path, recipe: Recipe) -> Path:
         metrics={k: metrics.get(k) for k in catalog.METRIC_NAMES},
         bundled=recipe.catalog_name,
         description=recipe.description,
+        protocol=catalog.protocol_of(artifact.config),
     )
     catalog.write_entry(entry)
     return target
@@ -460,9 +486,11 @@ def bundle_generator(run_dir: Path, recipe: GeneratorRecipe, metrics: dict[str, 
             "qd_score": metrics.get("reconstructed_qd_score"),
             "coverage": metrics.get("reconstructed_coverage"),
             "max_fitness": metrics.get("reconstructed_max_fitness"),
+            **{k: metrics.get(k) for k in catalog.GENERATOR_METRIC_NAMES},
         },
         bundled=recipe.catalog_name,
         description=recipe.description,
+        protocol=catalog.protocol_of(generator.config),
     )
     catalog.write_entry(entry)
     return target

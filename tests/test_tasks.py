@@ -25,7 +25,9 @@ from zoo.tasks.locomotion import feet_contact
 from zoo.tasks.point_maze import GOAL, in_goal, move
 
 ALL_NAMES = [
+    "ant-maze",
     "ant-omni",
+    "ant-trap",
     "ant-uni",
     "arm",
     "halfcheetah-uni",
@@ -43,6 +45,8 @@ EXPECTED = {
     "ant-uni": (4, 27, 8),
     "humanoid-uni": (2, 244, 17),
     "ant-omni": (2, 27, 8),
+    "ant-trap": (2, 27, 8),
+    "ant-maze": (2, 27, 8),
     "point-maze": (2, 2, 2),
     "arm": (2, None, None),
     "lp-sphere": (2, None, None),
@@ -54,6 +58,7 @@ QDAX_OFFSETS = {
     "ant-uni": 3.24,
     "humanoid-uni": 0.0,
     "ant-omni": 3.0,
+    "ant-trap": 3.38,
 }
 BATCH, LENGTH = 8, 30
 

@@ -26,6 +26,8 @@ _REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ant-uni": ("zoo.tasks.locomotion", "FeetContactTask", {"env_name": "ant"}),
     "humanoid-uni": ("zoo.tasks.locomotion", "FeetContactTask", {"env_name": "humanoid"}),
     "ant-omni": ("zoo.tasks.locomotion", "FinalPositionTask", {"env_name": "ant"}),
+    "ant-trap": ("zoo.tasks.deceptive_ant", "AntTrapTask", {}),
+    "ant-maze": ("zoo.tasks.deceptive_ant", "AntMazeTask", {}),
     "point-maze": ("zoo.tasks.point_maze", "PointMazeTask", {}),
     "arm": ("zoo.tasks.functions", "ArmTask", {}),
     "lp-sphere": ("zoo.tasks.functions", "LinearProjectionSphereTask", {}),
@@ -69,6 +71,8 @@ _INFO: dict[str, TaskInfo] = {
     **{name: TaskInfo(name, "policy", _feet(*feet), 250, "deterministic")
        for name, feet in _FEET.items()},
     "ant-omni": TaskInfo("ant-omni", "policy", _XY, 250, "deterministic"),
+    "ant-trap": TaskInfo("ant-trap", "policy", _XY, 250, "deterministic"),
+    "ant-maze": TaskInfo("ant-maze", "policy", _XY, 250, "deterministic"),
     "point-maze": TaskInfo("point-maze", "policy", _XY, 100, "deterministic"),
     "arm": TaskInfo("arm", "vector", ("x_end_effector", "y_end_effector"), 1, "deterministic"),
     "lp-sphere": TaskInfo(

@@ -22,6 +22,7 @@ from models.diffusion import (
     ode_sample,
     q_sample,
 )
+from models.dynamics import DynamicsEnsemble, DynamicsMember
 from models.policy import MLPPolicy, PolicySpec, flatten_population, unflatten_population
 from models.policy_vae import (
     PolicyDecoder,
@@ -39,6 +40,8 @@ from models.policy_vae import (
 __all__ = [
     "ConditionalDenoiser",
     "DiffusionSchedule",
+    "DynamicsEnsemble",
+    "DynamicsMember",
     "MLPPolicy",
     "MeasureEncoder",
     "ODESample",

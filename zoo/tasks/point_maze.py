@@ -26,6 +26,9 @@ Observation: the position ``(x, y)``. Descriptor: the final position, in ``[-1, 
 
 Resets: deterministic starts at ``(0, -0.85)``; stochastic draws ``x ~ U(-0.1, 0.1)`` and
 ``y ~ U(-1, -0.7)`` per episode.
+
+Model-based interface (:mod:`zoo.tasks.imagined`): the model state is the position ``[2]``
+(it is also the observation and the descriptor).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ ARENA = (-1.0, 1.0)
 GOAL = (-0.5, 0.8)
 GOAL_HALF_WIDTH = 0.05
 START = (0.0, -0.85)
+STOCHASTIC_START = {"x": (-0.1, 0.1), "y": (-1.0, -0.7)}
+"""A stochastic reset draws ``x`` and ``y`` uniformly in these ranges."""
 ACTION_SCALE = 0.1
 WALL_MARGIN = 0.005
 # Horizontal walls: (y, x_low, x_high).
@@ -103,6 +108,7 @@ class PointMazeTask(EpisodicTask):
 
     observation_size = 2
     action_size = 2
+    model_state_size = 2
 
     def __init__(
         self,
@@ -146,8 +152,8 @@ class PointMazeTask(EpisodicTask):
         deterministic)."""
         if self.reset_protocol == "deterministic":
             return jnp.broadcast_to(jnp.asarray(START, jnp.float32), (batch, 2))
-        low = jnp.asarray([-0.1, -1.0])
-        high = jnp.asarray([0.1, -0.7])
+        (x_low, x_high), (y_low, y_high) = STOCHASTIC_START["x"], STOCHASTIC_START["y"]
+        low, high = jnp.asarray([x_low, y_low]), jnp.asarray([x_high, y_high])
         return jax.random.uniform(key, (batch, 2), minval=low, maxval=high)
 
     def step(
@@ -179,3 +185,30 @@ class PointMazeTask(EpisodicTask):
     ) -> Float[Array, "batch 2"]:
         """The final position ``[B, 2]``."""
         return final
+
+    # -- the model-based interface (zoo.tasks.imagined) ----------------------------------
+    def model_state(self, state: Float[Array, "batch 2"]) -> Float[Array, "batch 2"]:
+        """The model state of protocol states: the position ``[B, 2]``."""
+        return state
+
+    def model_observation(self, x: Float[Array, "batch 2"]) -> Float[Array, "batch 2"]:
+        """The observation in model state ``x``: the position."""
+        return x
+
+    def model_reward(
+        self,
+        x: Float[Array, "batch 2"],
+        actions: Float[Array, "batch 2"],
+        next_x: Float[Array, "batch 2"],
+    ) -> Float[Array, " batch"]:
+        """``-distance to goal`` of ``next_x`` ``[B]`` (the reward of :meth:`step`)."""
+        return -distance_to_goal(next_x)
+
+    def model_done(self, next_x: Float[Array, "batch 2"]) -> Bool[Array, " batch"]:
+        """Whether ``next_x`` is in the goal ``[B]`` (the termination of :meth:`step`)."""
+        return in_goal(next_x)
+
+    def model_descriptor(self, x: Float[Array, "batch 2"]) -> Float[Array, "batch 2"]:
+        """The descriptor of an episode ending in ``x``: the position, clipped to the arena
+        (the descriptor bounds; real positions are always inside)."""
+        return jnp.clip(x, ARENA[0], ARENA[1])

@@ -23,7 +23,6 @@ from zoo.evaluation import evaluate_in_chunks, reevaluate, task_of
 from zoo.robust import (
     DESCRIPTORS_STD,
     FITNESS_STD,
-    POINT_MAZE_START,
     RobustProtocol,
     agreement,
     evaluate_episodes,
@@ -33,6 +32,7 @@ from zoo.robust import (
     save_artifact,
 )
 from zoo.tasks import make
+from zoo.tasks.point_maze import STOCHASTIC_START
 
 MAZE = {"episode_length": 12, "policy_hidden_sizes": [4]}
 PROTOCOL = RobustProtocol(episodes=4, seed=3)
@@ -136,7 +136,7 @@ def test_every_genome_faces_the_same_start_states(stochastic_maze: Any) -> None:
     noise = reset_noise(stochastic_maze)
     assert noise == {"kind": "uniform start", "x": [-0.1, 0.1], "y": [-1.0, -0.7]}
     start = stochastic_maze.reset(jax.random.fold_in(jax.random.key(3), 0), 1)
-    (x_low, x_high), (y_low, y_high) = POINT_MAZE_START["x"], POINT_MAZE_START["y"]
+    (x_low, x_high), (y_low, y_high) = STOCHASTIC_START["x"], STOCHASTIC_START["y"]
     assert x_low <= float(start[0, 0]) <= x_high and y_low <= float(start[0, 1]) <= y_high
 
 

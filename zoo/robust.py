@@ -53,7 +53,6 @@ __all__ = [
     "FITNESS_STD",
     "FRESH_SEED_Z",
     "METRIC_ROWS",
-    "POINT_MAZE_START",
     "REPRODUCE_DESCRIPTOR_TOL",
     "REPRODUCE_RTOL",
     "Agreement",
@@ -75,9 +74,6 @@ FITNESS_STD = "robust_fitness_std"
 """Per-elite extra of a robust archive: ``[n]`` standard deviation of the episode returns."""
 DESCRIPTORS_STD = "robust_descriptors_std"
 """Per-elite extra of a robust archive: ``[n, k]`` standard deviation of the descriptors."""
-POINT_MAZE_START = {"x": (-0.1, 0.1), "y": (-1.0, -0.7)}
-"""The point maze's stochastic start: ``x`` and ``y`` uniform in these ranges
-(:mod:`zoo.tasks.point_maze`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +161,9 @@ def reset_noise(task: Task) -> dict[str, Any] | None:
             "reset_noise_scale": float(scale),
         }
     if task.spec.name == "point-maze":
-        return {"kind": "uniform start", **{k: list(v) for k, v in POINT_MAZE_START.items()}}
+        from zoo.tasks.point_maze import STOCHASTIC_START
+
+        return {"kind": "uniform start", **{k: list(v) for k, v in STOCHASTIC_START.items()}}
     return None
 
 

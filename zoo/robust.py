@@ -324,11 +324,13 @@ def reevaluate_archive(
     descriptors into an empty archive of the same tessellation and settings (MAP-Elites
     insertion: an elite whose mean descriptors fall into another cell competes there, so the
     result holds at most as many elites as before). The standard deviations are stored as
-    per-elite extras (:data:`FITNESS_STD`, :data:`DESCRIPTORS_STD`) beside any extras the
-    archive had. The config's task switches to ``reset="stochastic"``, ``evaluation``
-    records the protocol (:meth:`RobustProtocol.record`) and ``reevaluation`` keeps the
-    metrics before, the protocol the source archive was evaluated with, the number of elites
-    re-evaluated, how many stayed in their cell, and the wall time.
+    per-elite extras (:data:`FITNESS_STD`, :data:`DESCRIPTORS_STD`); the extras the archive
+    had (e.g. ASCII-ME's trajectory states) describe the one training episode, not the
+    protocol's episodes, and are left out. The config's task switches to
+    ``reset="stochastic"``, ``evaluation`` records the protocol
+    (:meth:`RobustProtocol.record`) and ``reevaluation`` keeps the metrics before, the
+    protocol the source archive was evaluated with, the number of elites re-evaluated, how
+    many stayed in their cell, and the wall time.
 
     Args:
         artifact: an archive of policies.
@@ -353,16 +355,18 @@ def reevaluate_archive(
     result = evaluate_robust(task, elites, protocol, batch_size=batch_size, progress=progress)
 
     source = artifact.archive
-    extras_template = {k: jnp.zeros(v.shape[1:], v.dtype) for k, v in source.extras.items()}
     k = source.descriptor_size
-    extras_template[FITNESS_STD] = jnp.zeros((), jnp.float32)
-    extras_template[DESCRIPTORS_STD] = jnp.zeros((k,), jnp.float32)
+    extras_template = {
+        FITNESS_STD: jnp.zeros((), jnp.float32),
+        DESCRIPTORS_STD: jnp.zeros((k,), jnp.float32),
+    }
     template = genome_template(artifact.task_spec, artifact.policy_spec)
     centroids = np.asarray(source.centroids) if source.tessellation == "cvt" else None
     archive = empty_archive(config["archive"], template, centroids, extras_template)
-    extras = {name: jnp.asarray(np.asarray(v)[cells]) for name, v in source.extras.items()}
-    extras[FITNESS_STD] = jnp.asarray(result.fitness_std, jnp.float32)
-    extras[DESCRIPTORS_STD] = jnp.asarray(result.descriptors_std, jnp.float32)
+    extras = {
+        FITNESS_STD: jnp.asarray(result.fitness_std, jnp.float32),
+        DESCRIPTORS_STD: jnp.asarray(result.descriptors_std, jnp.float32),
+    }
     if cells.size:
         archive, _ = archive.insert(
             elites, jnp.asarray(result.fitness), jnp.asarray(result.descriptors), extras

@@ -60,7 +60,7 @@ def hopper() -> SimpleNamespace:
     return _evaluations(task, genomes)
 
 
-@pytest.mark.parametrize("name", ["maze", "hopper"])
+@pytest.mark.parametrize("name", ["maze", pytest.param("hopper", marks=pytest.mark.slow)])
 def test_replaced_step_gives_the_real_evaluation(name: str, request: Any) -> None:
     run = request.getfixturevalue(name)
     assert run.calls, "the replacement step was never called"

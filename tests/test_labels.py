@@ -192,6 +192,7 @@ def test_text_parts_reads_back_every_label_and_paraphrase() -> None:
 
 
 # ---------------------------------------------------------------------- end to end
+@pytest.mark.slow  # 158 walker2d rollouts
 def test_label_command_on_the_bundled_archive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,6 +11,7 @@ def test_point_maze_archive_is_unchanged() -> None:
     assert run_digest(POINT_MAZE) == DIGESTS["point_maze"]
 
 
+@pytest.mark.slow  # walker2d compiles: about a minute; the point-maze digest stays fast
 def test_bundled_recipe_first_chunks_are_unchanged() -> None:
     assert run_digest(RECIPE_SHORT) == DIGESTS["recipe_short"]
 

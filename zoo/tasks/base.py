@@ -90,6 +90,9 @@ class Transitions(eqx.Module):
             ``next_observations`` there is still worth bootstrapping from.
         valid: ``[B, T]`` bool, True for the steps before termination (the terminating
             step included); once False it stays False.
+        model_states: ``[B, T, d]`` the task's model state (``task.model_state``) before
+            each step, for tasks that support learned dynamics models; ``None`` otherwise.
+        next_model_states: ``[B, T, d]`` the model state after each step, or ``None``.
     """
 
     observations: Float[Array, "batch time obs"]
@@ -99,6 +102,8 @@ class Transitions(eqx.Module):
     terminated: Bool[Array, "batch time"]
     truncated: Bool[Array, "batch time"]
     valid: Bool[Array, "batch time"]
+    model_states: Float[Array, "batch time d"] | None = None
+    next_model_states: Float[Array, "batch time d"] | None = None
 
 
 class Evaluation(eqx.Module):

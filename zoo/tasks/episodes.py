@@ -8,7 +8,8 @@ for:
 - ``transitions=False``: a ``lax.while_loop`` that stops as soon as every episode of the
   batch has terminated (or after ``episode_length`` steps);
 - ``transitions=True``: a fixed-length ``lax.scan`` that also stacks the per-step
-  :class:`~zoo.tasks.base.Transitions`.
+  :class:`~zoo.tasks.base.Transitions` (with the model states before and after each step
+  when the task has a ``model_state`` method: what a learned dynamics model trains on).
 
 Both paths run the same step function and mask every quantity with ``jnp.where`` after
 termination, so they give identical returns and accumulators. A step is *valid* when the
@@ -106,6 +107,8 @@ class _Step(NamedTuple):
     done: Array
     valid: Array
     records: Any
+    model_states: Array | None
+    next_model_states: Array | None
 
 
 def run_episodes(
@@ -131,7 +134,9 @@ def run_episodes(
             dynamics model; ``None`` runs the task's own dynamics.
         transitions: also return the per-step :class:`Transitions` (``[B, T, ...]``,
             entries of invalid steps zero) from a fixed-length ``lax.scan``; otherwise a
-            ``lax.while_loop`` stops once every episode is done.
+            ``lax.while_loop`` stops once every episode is done. When ``task`` has a
+            ``model_state(state) -> [B, d]`` method they also carry ``model_states`` and
+            ``next_model_states`` (``[B, T, d]``), else these are ``None``.
         record: ``record(next_state) -> pytree`` stored after every step (scan path, leaves
             ``[B, T, ...]`` in :attr:`EpisodeResult.records`), e.g. the Brax pipeline
             states to render an episode.
@@ -141,6 +146,7 @@ def run_episodes(
         identical whether or not transitions or records are asked for.
     """
     step_fn: StepFn = task.step if step is None else step
+    model_state = getattr(task, "model_state", None) if transitions else None
     leaves = jax.tree_util.tree_leaves(state)
     if not leaves:
         raise ShapeError(
@@ -173,6 +179,8 @@ def run_episodes(
             done=done,
             valid=alive,
             records=None if record is None else record(next_state),
+            model_states=None if model_state is None else model_state(carry.state),
+            next_model_states=None if model_state is None else model_state(next_state),
         )
         return new, out
 
@@ -215,5 +223,9 @@ def run_episodes(
             terminated=jnp.swapaxes(valid & ended, 0, 1),
             truncated=jnp.swapaxes(valid & ~ended & last, 0, 1),
             valid=jnp.swapaxes(valid, 0, 1),
+            model_states=None if model_state is None else batch_major(steps.model_states),
+            next_model_states=(
+                None if model_state is None else batch_major(steps.next_model_states)
+            ),
         )
     return EpisodeResult(final.returns, final.accumulator, final.valid_steps, result, records)

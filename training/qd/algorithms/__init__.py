@@ -12,6 +12,7 @@ from training.qd.algorithms import (  # noqa: F401  (each module registers its a
     evolution_strategies,
     map_elites,
     me_es,
+    model_based,
 )
 from training.qd.algorithms.base import Algorithm, get, names, register
 

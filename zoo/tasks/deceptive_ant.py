@@ -85,7 +85,7 @@ from jaxtyping import Array, Bool, Float, Int
 from models.policy import PolicySpec
 from zoo.errors import ConfigError
 from zoo.tasks.base import ResetProtocol, TaskSpec
-from zoo.tasks.locomotion import BraxTask
+from zoo.tasks.locomotion import BraxTask, LastTorsoPosition, torso_xy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +192,7 @@ def ant_with_walls(walls: tuple[Wall, ...], backend: str, terminate_when_unhealt
     return env
 
 
-class DeceptiveAntTask(BraxTask):
+class DeceptiveAntTask(LastTorsoPosition, BraxTask):
     """An ant among walls, described by its final torso ``(x, y)`` (common part).
 
     Subclasses give the walls, the descriptor bounds, the reward (:meth:`reward` of the
@@ -254,16 +254,6 @@ class DeceptiveAntTask(BraxTask):
         return tuple(w.name for w in self.walls)
 
     # -- the episodic protocol ------------------------------------------------------------
-    def init_descriptor(self, state: Any) -> Float[Array, "batch 2"]:
-        """The torso ``(x, y)`` ``[B, 2]`` of the initial states."""
-        return state.pipeline_state.x.pos[:, 0, :2]
-
-    def accumulate_descriptor(
-        self, position: Float[Array, "batch 2"], next_state: Any, valid: Bool[Array, " batch"]
-    ) -> Float[Array, "batch 2"]:
-        """The torso ``(x, y)`` after the last valid step."""
-        return jnp.where(valid[:, None], next_state.pipeline_state.x.pos[:, 0, :2], position)
-
     def finalise_descriptor(
         self, position: Float[Array, "batch 2"], valid_steps: Int[Array, " batch"]
     ) -> Float[Array, "batch 2"]:
@@ -273,7 +263,7 @@ class DeceptiveAntTask(BraxTask):
     # -- the model-based interface (zoo.tasks.imagined) ----------------------------------
     def model_state(self, state: Any) -> Float[Array, "batch d"]:
         """``[B, 2 + obs]``: the torso ``(x, y)`` followed by the observation."""
-        return jnp.concatenate([state.pipeline_state.x.pos[:, 0, :2], state.obs], axis=-1)
+        return jnp.concatenate([torso_xy(state), state.obs], axis=-1)
 
     def model_observation(self, x: Float[Array, "batch d"]) -> Float[Array, "batch obs"]:
         """The observation in model state ``x``: ``x[:, 2:]``."""
@@ -388,7 +378,7 @@ class AntMazeTask(DeceptiveAntTask):
 
     def reward(self, state: Any) -> Float[Array, " batch"]:
         """``-||torso (x, y) - goal||`` ``[B]`` after the steps that led to ``state``."""
-        position = state.pipeline_state.x.pos[:, 0, :2]
+        position = torso_xy(state)
         return -jnp.linalg.norm(position - jnp.asarray(MAZE_GOAL), axis=-1)
 
     def model_reward(

@@ -343,7 +343,27 @@ class FeetContactTask(BraxTask):
         return counts.astype(jnp.float32) / steps[:, None]
 
 
-class FinalPositionTask(BraxTask):
+def torso_xy(state: Any) -> Float[Array, "batch 2"]:
+    """The torso ``(x, y)`` ``[B, 2]`` of a batch of Brax states."""
+    return state.pipeline_state.x.pos[:, 0, :2]
+
+
+class LastTorsoPosition:
+    """The descriptor accumulator of the final-position tasks: the torso ``(x, y)`` after the
+    last valid step (mixed into a :class:`BraxTask`, which finalises it)."""
+
+    def init_descriptor(self, state: Any) -> Float[Array, "batch 2"]:
+        """The torso ``(x, y)`` ``[B, 2]`` of the initial states."""
+        return torso_xy(state)
+
+    def accumulate_descriptor(
+        self, position: Float[Array, "batch 2"], next_state: Any, valid: Bool[Array, " batch"]
+    ) -> Float[Array, "batch 2"]:
+        """The torso ``(x, y)`` after the last valid step."""
+        return jnp.where(valid[:, None], torso_xy(next_state), position)
+
+
+class FinalPositionTask(LastTorsoPosition, BraxTask):
     """Omnidirectional locomotion: go anywhere, describe the policy by where it ends.
 
     Descriptor (``[B, 2]``): the torso ``(x, y)`` after the last valid step, clipped to
@@ -388,16 +408,6 @@ class FinalPositionTask(BraxTask):
     def reward(self, state: Any) -> Float[Array, " batch"]:
         """The Brax reward without its forward-velocity term, ``[B]``."""
         return state.reward - state.metrics[FORWARD_REWARD_METRIC[self.env_name]]
-
-    def init_descriptor(self, state: Any) -> Float[Array, "batch 2"]:
-        """The torso ``(x, y)`` ``[B, 2]`` of the initial states."""
-        return state.pipeline_state.x.pos[:, 0, :2]
-
-    def accumulate_descriptor(
-        self, position: Float[Array, "batch 2"], next_state: Any, valid: Bool[Array, " batch"]
-    ) -> Float[Array, "batch 2"]:
-        """The torso ``(x, y)`` after the last valid step."""
-        return jnp.where(valid[:, None], next_state.pipeline_state.x.pos[:, 0, :2], position)
 
     def finalise_descriptor(
         self, position: Float[Array, "batch 2"], valid_steps: Int[Array, " batch"]

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENOME_DTYPES",
+    "EpisodeStatistics",
     "Reevaluation",
     "evaluate_in_chunks",
     "evaluate_rollouts",
@@ -167,32 +168,53 @@ def evaluate_in_chunks(
 
 
 @dataclasses.dataclass(frozen=True)
-class Reevaluation:
-    """Elites evaluated again, next to what their archive stores.
+class EpisodeStatistics:
+    """Returns and descriptors of ``n`` genomes over several episodes each.
 
     Attributes:
-        cells: ``[n]`` the re-evaluated cells, in the order asked for.
-        episode_fitness: ``[n, rollouts]`` return of every episode.
-        episode_descriptors: ``[n, rollouts, k]`` descriptors of every episode.
-        stored_fitness: ``[n]`` the fitness the archive stores for these cells.
-        stored_descriptors: ``[n, k]`` the descriptors the archive stores.
+        episode_fitness: ``[n, episodes]`` return of every episode.
+        episode_descriptors: ``[n, episodes, k]`` descriptors of every episode.
     """
 
-    cells: np.ndarray
     episode_fitness: np.ndarray
     episode_descriptors: np.ndarray
-    stored_fitness: np.ndarray
-    stored_descriptors: np.ndarray
 
     @property
     def fitness(self) -> np.ndarray:
-        """``[n]`` mean return over the episodes (the return itself for one rollout)."""
+        """``[n]`` mean return over the episodes (the return itself for one episode)."""
         return self.episode_fitness.mean(axis=1)
 
     @property
     def descriptors(self) -> np.ndarray:
         """``[n, k]`` mean descriptors over the episodes."""
         return self.episode_descriptors.mean(axis=1)
+
+    @property
+    def fitness_std(self) -> np.ndarray:
+        """``[n]`` standard deviation of the returns (``ddof=0``; 0 for one episode)."""
+        return self.episode_fitness.std(axis=1)
+
+    @property
+    def descriptors_std(self) -> np.ndarray:
+        """``[n, k]`` standard deviation of the descriptors (``ddof=0``)."""
+        return self.episode_descriptors.std(axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reevaluation(EpisodeStatistics):
+    """Elites evaluated again, next to what their archive stores.
+
+    Attributes:
+        episode_fitness: ``[n, rollouts]`` return of every episode.
+        episode_descriptors: ``[n, rollouts, k]`` descriptors of every episode.
+        cells: ``[n]`` the re-evaluated cells, in the order asked for.
+        stored_fitness: ``[n]`` the fitness the archive stores for these cells.
+        stored_descriptors: ``[n, k]`` the descriptors the archive stores.
+    """
+
+    cells: np.ndarray
+    stored_fitness: np.ndarray
+    stored_descriptors: np.ndarray
 
 
 def reevaluate(

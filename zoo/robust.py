@@ -43,7 +43,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from zoo.archive_artifact import ArchiveArtifact, empty_archive
 from zoo.artifact import finite_or_none
 from zoo.errors import ArtifactError, ConfigError, OutputExistsError, TaskMismatchError
-from zoo.evaluation import Reevaluation, evaluate_in_chunks, task_of
+from zoo.evaluation import EpisodeStatistics, Reevaluation, evaluate_in_chunks, task_of
 from zoo.serialization import atomic_path
 from zoo.tasks import make
 from zoo.tasks.base import Task, genome_template
@@ -198,36 +198,9 @@ def evaluate_episodes(
 
 
 @dataclasses.dataclass(frozen=True)
-class RobustEvaluation:
-    """Genomes evaluated under a :class:`RobustProtocol`.
-
-    Attributes:
-        episode_fitness: ``[B, K]`` return of every episode.
-        episode_descriptors: ``[B, K, k]`` descriptors of every episode.
-    """
-
-    episode_fitness: np.ndarray
-    episode_descriptors: np.ndarray
-
-    @property
-    def fitness(self) -> np.ndarray:
-        """``[B]`` mean return over the ``K`` episodes."""
-        return self.episode_fitness.mean(axis=1)
-
-    @property
-    def descriptors(self) -> np.ndarray:
-        """``[B, k]`` mean descriptors over the ``K`` episodes."""
-        return self.episode_descriptors.mean(axis=1)
-
-    @property
-    def fitness_std(self) -> np.ndarray:
-        """``[B]`` standard deviation of the returns (``ddof=0``; 0 for one episode)."""
-        return self.episode_fitness.std(axis=1)
-
-    @property
-    def descriptors_std(self) -> np.ndarray:
-        """``[B, k]`` standard deviation of the descriptors (``ddof=0``)."""
-        return self.episode_descriptors.std(axis=1)
+class RobustEvaluation(EpisodeStatistics):
+    """Genomes evaluated under a :class:`RobustProtocol`: ``[B, K]`` returns and ``[B, K, k]``
+    descriptors of every episode, with their means and standard deviations."""
 
 
 def _check_task(task: Task, protocol: RobustProtocol) -> None:

@@ -1313,7 +1313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "reevaluate",
-        "re-evaluate every elite on several noisy episodes into a corrected archive",
+        "re-evaluate elites on K noisy episodes: a corrected archive",
         cmd_reevaluate,
         "qdzoo reevaluate walker2d-uni-map-elites --episodes 8 --out runs/walker-robust",
         "qdzoo eval runs/walker-robust --top 5      # reproduces the stored means",

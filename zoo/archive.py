@@ -529,6 +529,42 @@ class Archive(eqx.Module):
         )
         return archive, info
 
+    def with_elites(
+        self,
+        cells: Int[ArrayLike, " n"],
+        genomes: Any,
+        fitness: Float[ArrayLike, " n"],
+        descriptors: Float[ArrayLike, "n k"],
+        thresholds: Float[ArrayLike, " n"],
+        extras: dict[str, ArrayLike] | None = None,
+    ) -> Archive:
+        """This archive with ``n`` elites stored as given in the distinct ``cells``: no
+        insertion rule, no threshold update (loading a saved archive, importing another
+        library's). The caller checks that each row belongs to its cell.
+
+        Args:
+            cells: ``[n]`` distinct cell indices.
+            genomes: ``n`` genomes (leading axis ``n`` on every leaf).
+            fitness, descriptors, thresholds: ``[n]``, ``[n, k]``, ``[n]``.
+            extras: ``{name: [n, ...]}`` for each of the archive's extras (default: none).
+        """
+        idx = jnp.asarray(cells)
+
+        def put(full: Array, rows: ArrayLike) -> Array:
+            return full.at[idx].set(jnp.asarray(rows, full.dtype))
+
+        return dataclasses.replace(
+            self,
+            genomes=jax.tree_util.tree_map(put, self.genomes, genomes),
+            fitness=put(self.fitness, fitness),
+            descriptors=put(self.descriptors, descriptors),
+            thresholds=put(self.thresholds, thresholds),
+            occupied=self.occupied.at[idx].set(True),
+            extras={k: put(v, extras[k]) for k, v in self.extras.items()}
+            if extras
+            else self.extras,
+        )
+
     # ---------------------------------------------------------------------- queries
 
     @eqx.filter_jit

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -583,24 +582,13 @@ def build_archive(config: dict[str, Any], arrays: dict[str, np.ndarray], path: P
             f"{expected_cells[moved[0]]}). archive.grid_shape, low/high or the centroids "
             "do not match the stored cells: save or download the archive again"
         )
-    idx = jnp.asarray(cells)
-    genomes = jax.tree_util.tree_map(
-        lambda full, rows: full.at[idx].set(rows), archive.genomes, stored
-    )
-    extras = {
-        k: archive.extras[k].at[idx].set(jnp.asarray(arrays[f"extras.{k}"])) for k in archive.extras
-    }
-    return eqx.tree_at(
-        lambda a: (a.genomes, a.fitness, a.descriptors, a.thresholds, a.occupied, a.extras),
-        archive,
-        (
-            genomes,
-            archive.fitness.at[idx].set(jnp.asarray(arrays["fitness"])),
-            archive.descriptors.at[idx].set(jnp.asarray(arrays["descriptors"])),
-            archive.thresholds.at[idx].set(jnp.asarray(arrays["thresholds"])),
-            archive.occupied.at[idx].set(True),
-            extras,
-        ),
+    return archive.with_elites(
+        cells,
+        stored,
+        arrays["fitness"],
+        arrays["descriptors"],
+        arrays["thresholds"],
+        {k: arrays[f"extras.{k}"] for k in archive.extras},
     )
 
 

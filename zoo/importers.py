@@ -45,7 +45,6 @@ genome, of length ``task.spec.genome_size``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -528,19 +527,7 @@ def _fill(
             "the source uses another tessellation rule (grid epsilon, ties, float precision). "
             "Re-insert those elites into the source archive, or drop them, before importing"
         )
-    idx = jnp.asarray(cells)
-    return dataclasses.replace(
-        archive,
-        genomes=jax.tree_util.tree_map(
-            lambda full, rows: full.at[idx].set(jnp.asarray(rows, full.dtype)),
-            archive.genomes,
-            genomes,
-        ),
-        fitness=archive.fitness.at[idx].set(fitness),
-        descriptors=archive.descriptors.at[idx].set(descriptors),
-        thresholds=archive.thresholds.at[idx].set(thresholds),
-        occupied=archive.occupied.at[idx].set(True),
-    )
+    return archive.with_elites(cells, genomes, fitness, descriptors, thresholds)
 
 
 def _artifact(

@@ -28,7 +28,6 @@ from zoo.robust import (
     evaluate_episodes,
     evaluate_robust,
     reevaluate_archive,
-    reset_noise,
     save_artifact,
 )
 from zoo.tasks import make
@@ -133,7 +132,7 @@ def test_every_genome_faces_the_same_start_states(stochastic_maze: Any) -> None:
     f, d = evaluate_episodes(stochastic_maze, twice, jax.random.key(3), 4)
     np.testing.assert_array_equal(np.asarray(f[0]), np.asarray(f[6]))
     np.testing.assert_array_equal(np.asarray(d[0]), np.asarray(d[6]))
-    noise = reset_noise(stochastic_maze)
+    noise = stochastic_maze.reset_noise()
     assert noise == {"kind": "uniform start", "x": [-0.1, 0.1], "y": [-1.0, -0.7]}
     start = stochastic_maze.reset(jax.random.fold_in(jax.random.key(3), 0), 1)
     (x_low, x_high), (y_low, y_high) = STOCHASTIC_START["x"], STOCHASTIC_START["y"]

@@ -44,6 +44,7 @@ __all__ = [
     "GENOME_DTYPES",
     "EpisodeStatistics",
     "Reevaluation",
+    "cached_task",
     "evaluate_in_chunks",
     "evaluate_rollouts",
     "evaluation_seed",
@@ -58,15 +59,22 @@ GENOME_DTYPES = ("float32", "float16")
 _TASKS: dict[str, Task] = {}
 
 
+def cached_task(name: str, kwargs: dict[str, Any]) -> Task:
+    """``zoo.tasks.make(name, **kwargs)``, one object per (name, kwargs) in a process, so
+    compiled evaluations are shared between calls."""
+    from zoo.tasks import make
+
+    key = json.dumps([name, kwargs], sort_keys=True)
+    if key not in _TASKS:
+        _TASKS[key] = make(name, **kwargs)
+    return _TASKS[key]
+
+
 def task_of(artifact: Any) -> Task:
-    """The artifact's task, one object per (name, kwargs) in a process, so compiled
-    evaluations are shared between calls (``artifact`` needs ``config["task"]`` and
-    ``make_task()``: an archive artifact or a generator)."""
+    """The artifact's task (``config["task"]``: an archive artifact or a generator), shared as
+    :func:`cached_task`."""
     cfg = artifact.config["task"]
-    name = json.dumps([cfg["name"], cfg["kwargs"]], sort_keys=True)
-    if name not in _TASKS:
-        _TASKS[name] = artifact.make_task()
-    return _TASKS[name]
+    return cached_task(cfg["name"], cfg["kwargs"])
 
 
 def evaluation_seed(config: dict[str, Any]) -> int:

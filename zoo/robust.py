@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -43,9 +42,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from zoo.archive_artifact import ArchiveArtifact, empty_archive
 from zoo.artifact import finite_or_none
 from zoo.errors import ArtifactError, ConfigError, OutputExistsError, TaskMismatchError
-from zoo.evaluation import EpisodeStatistics, Reevaluation, evaluate_in_chunks, task_of
+from zoo.evaluation import (
+    EpisodeStatistics,
+    Reevaluation,
+    cached_task,
+    evaluate_in_chunks,
+)
 from zoo.serialization import atomic_path
-from zoo.tasks import make
 from zoo.tasks.base import Task, genome_template
 
 __all__ = [
@@ -65,7 +68,6 @@ __all__ = [
     "evaluate_robust",
     "is_robust",
     "reevaluate_archive",
-    "reset_noise",
     "save_artifact",
     "standard_error",
 ]
@@ -119,7 +121,7 @@ class RobustProtocol:
             "episodes": int(self.episodes),
             "seed": int(self.seed),
             "reset": self.reset,
-            "reset_noise": reset_noise(task),
+            "reset_noise": task.reset_noise(),
             "episode_length": task.spec.episode_length,
         }
 
@@ -143,28 +145,6 @@ class RobustProtocol:
 def is_robust(config: dict[str, Any]) -> bool:
     """Whether an artifact's config records the robust evaluation protocol."""
     return (config.get("evaluation") or {}).get("protocol") == "robust"
-
-
-def reset_noise(task: Task) -> dict[str, Any] | None:
-    """What a stochastic reset of ``task`` perturbs, and by how much (JSON-able).
-
-    Brax tasks: the env's ``reset_noise_scale`` (``env.reset`` perturbs the initial joint
-    positions and velocities by noise of that scale); the point maze: the uniform ranges of
-    the start position; ``None`` for another episodic task.
-    """
-    env = getattr(task, "env", None)
-    scale = getattr(env, "_reset_noise_scale", None)
-    if scale is not None:
-        return {
-            "kind": "brax",
-            "env": getattr(task, "env_name", type(env).__name__),
-            "reset_noise_scale": float(scale),
-        }
-    if task.spec.name == "point-maze":
-        from zoo.tasks.point_maze import STOCHASTIC_START
-
-        return {"kind": "uniform start", **{k: list(v) for k, v in STOCHASTIC_START.items()}}
-    return None
 
 
 def _one(genome: Any) -> Any:
@@ -273,12 +253,9 @@ def _stochastic_task_config(config: dict[str, Any]) -> tuple[Task, dict[str, Any
             "function of the genome): there is nothing to re-evaluate"
         )
     name, kwargs = task_cfg["name"], {**task_cfg["kwargs"], "reset": "stochastic"}
-    # through task_of's cache: a later re-evaluation of the saved archive reuses the task
-    # object, and with it every compiled evaluation
-    shim = types.SimpleNamespace(
-        config={"task": {"name": name, "kwargs": kwargs}}, make_task=lambda: make(name, **kwargs)
-    )
-    task = task_of(shim)
+    # shared: a later re-evaluation of the saved archive (task_of) reuses the task object,
+    # and with it every compiled evaluation
+    task = cached_task(name, kwargs)
     return task, {"name": name, "kwargs": kwargs, "spec": task.spec.to_dict()}
 
 

@@ -151,6 +151,11 @@ class Task(abc.ABC):
         """The policy spec used when none is given (``None`` for vector tasks)."""
         return None
 
+    def reset_noise(self) -> dict[str, Any] | None:
+        """What a stochastic reset perturbs, and by how much (JSON-able, recorded by the
+        robust evaluation protocol); ``None`` for a task without one."""
+        return None
+
     @property
     def descriptor_bounds(self) -> tuple[Array, Array]:
         """``(low [k], high [k])`` descriptor bounds."""

@@ -197,6 +197,14 @@ class BraxTask(EpisodicTask):
             hidden_sizes=self.policy_hidden_sizes,
         )
 
+    def reset_noise(self) -> dict[str, Any] | None:
+        """The Brax env's ``reset_noise_scale``: ``env.reset`` perturbs the initial joint
+        positions and velocities by noise of that scale."""
+        scale = getattr(self.env, "_reset_noise_scale", None)
+        if scale is None:
+            return None
+        return {"kind": "brax", "env": self.env_name, "reset_noise_scale": float(scale)}
+
     # -- the episodic protocol ------------------------------------------------------------
     def reset(self, key: PRNGKeyArray, batch: int) -> Any:
         """``batch`` initial Brax states (leading axis ``batch``) under the reset protocol.

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +146,10 @@ class PointMazeTask(EpisodicTask):
     def default_policy(self) -> PolicySpec:
         """``PolicySpec(2, 2, policy_hidden_sizes)`` with tanh layers."""
         return PolicySpec(self.observation_size, self.action_size, self.policy_hidden_sizes)
+
+    def reset_noise(self) -> dict[str, Any]:
+        """The uniform ranges of a stochastic start position (:data:`STOCHASTIC_START`)."""
+        return {"kind": "uniform start", **{k: list(v) for k, v in STOCHASTIC_START.items()}}
 
     # -- the episodic protocol ------------------------------------------------------------
     def reset(self, key: PRNGKeyArray, batch: int) -> Float[Array, "batch 2"]:

@@ -48,6 +48,20 @@ def td3_config(hp: dict[str, Any]) -> TD3Config:
     )
 
 
+def policy_gradient_emitter(size: int, hp: dict[str, Any]) -> PolicyGradientEmitter:
+    """PGA-ME's TD3 policy-gradient emitter of ``size`` offspring (plus the greedy actor)
+    from an algorithm's resolved hyperparameters (``TD3_DEFAULTS`` and the preset's
+    budgets)."""
+    return PolicyGradientEmitter(
+        size=size,
+        td3_config=td3_config(hp),
+        critic_steps=int(hp["critic_steps"]),
+        pg_steps=int(hp["pg_steps"]),
+        policy_learning_rate=float(hp["policy_learning_rate"]),
+        buffer_size=int(hp["buffer_size"]),
+    )
+
+
 def _build_pga_me(task: Task, batch_size: int, hp: dict[str, Any]) -> Emitter:
     if task.spec.genome != "policy":
         raise ConfigError(
@@ -56,18 +70,10 @@ def _build_pga_me(task: Task, batch_size: int, hp: dict[str, Any]) -> Emitter:
         )
     hp = resolve_preset(hp)
     ga, pg = split_batch(batch_size, (0.5, 0.5))
-    learner = td3_config(hp)
     return MultiEmitter(
         [
             IsoLineEmitter(size=ga, iso_sigma=hp["iso_sigma"], line_sigma=hp["line_sigma"]),
-            PolicyGradientEmitter(
-                size=pg,
-                td3_config=learner,
-                critic_steps=int(hp["critic_steps"]),
-                pg_steps=int(hp["pg_steps"]),
-                policy_learning_rate=float(hp["policy_learning_rate"]),
-                buffer_size=int(hp["buffer_size"]),
-            ),
+            policy_gradient_emitter(pg, hp),
         ],
         names=("ga", "pg"),
     )

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from training import dynamics
-from training.qd.algorithms.actor_critic import TD3_DEFAULTS, td3_config
+from training.qd.algorithms.actor_critic import TD3_DEFAULTS, policy_gradient_emitter
 from training.qd.algorithms.base import Algorithm, register
 from training.qd.emitter import Emitter
 from training.qd.emitters.imagination import ImaginationEmitter
-from training.qd.emitters.policy_gradient import PolicyGradientEmitter, resolve_preset
+from training.qd.emitters.policy_gradient import resolve_preset
 from training.qd.multi_emitter import MultiEmitter, split_batch
 from zoo.errors import ConfigError
 from zoo.tasks.base import Task
@@ -101,14 +101,7 @@ def _build_gda_qd(task: Task, batch_size: int, hp: dict[str, Any]) -> Emitter:
             imagination_emitter(task, model_share, hp, "gda-qd"),
             # The critic learns from every offspring (tells_on_whole_batch); the dynamics
             # model only from the imagination emitter's own slice.
-            PolicyGradientEmitter(
-                size=pg_share,
-                td3_config=td3_config(hp),
-                critic_steps=int(hp["critic_steps"]),
-                pg_steps=int(hp["pg_steps"]),
-                policy_learning_rate=float(hp["policy_learning_rate"]),
-                buffer_size=int(hp["buffer_size"]),
-            ),
+            policy_gradient_emitter(pg_share, hp),
         ],
         names=("model", "pg"),
     )

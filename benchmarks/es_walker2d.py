@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
+from curves import at, metric_history  # noqa: E402  (benchmarks/curves.py)
 
 ALGORITHMS = ("sep-cma-mae", "lm-ma-mae", "me-es", "map-elites")
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -75,24 +76,10 @@ def run_one(algorithm: str, args: argparse.Namespace, seed: int) -> tuple[list[d
 
     run = Run(config_for(algorithm, args, seed))
     state = run.initial_state()
-    history: list[dict] = []
     start = time.perf_counter()
-    done = 0
-    while done < run.iterations:
-        length = min(run.config.chunk, run.iterations - done)
-        state, _ = run.chunk(state, length)
-        done += length
-        metrics = {k: float(v) for k, v in state.elites.metrics().items()}
-        metrics["evaluations"] = done * run.evaluations_per_iteration
-        history.append(metrics)
+    state, history = metric_history(run, state)
     jax.block_until_ready(state)
     return history, time.perf_counter() - start
-
-
-def at(history: list[dict], evaluations: float) -> dict:
-    """The last record with at most ``evaluations`` spent (the first if none)."""
-    kept = [h for h in history if h["evaluations"] <= evaluations + 1e-9]
-    return kept[-1] if kept else history[0]
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
+from curves import at, metric_history  # noqa: E402  (benchmarks/curves.py)
 
 ALGORITHMS = ("map-elites", "pga-me", "da-qd-ext", "gda-qd")
 FRACTIONS = (0.2, 0.5, 1.0)
@@ -124,29 +125,16 @@ def run_seeds(algorithm: str, args: argparse.Namespace) -> list[tuple[list[dict]
         run.config = dataclasses.replace(run.config, seed=seed)
         state = run.initial_state()
         maximum = qd_maximum(state.elites.num_cells, spec)
-        history: list[dict] = []
         start = time.perf_counter()
-        done = 0
-        while done < run.iterations:
-            length = min(run.config.chunk, run.iterations - done)
-            state, _ = run.chunk(state, length)
-            done += length
-            metrics = {k: float(v) for k, v in state.elites.metrics().items()}
+        state, history = metric_history(run, state)
+        jax.block_until_ready(state)
+        for metrics in history:
             metrics["qd_percent"] = (
                 metrics["qd_score"] if maximum is None else 100.0 * metrics["qd_score"] / maximum
             )
             metrics["coverage"] *= 100.0
-            metrics["evaluations"] = done * run.evaluations_per_iteration
-            history.append(metrics)
-        jax.block_until_ready(state)
         runs.append((history, time.perf_counter() - start))
     return runs
-
-
-def at(history: list[dict], evaluations: float) -> dict:
-    """The last record with at most ``evaluations`` spent (the first if none)."""
-    kept = [h for h in history if h["evaluations"] <= evaluations + 1e-9]
-    return kept[-1] if kept else history[0]
 
 
 def median_curve(runs: list[tuple[list[dict], float]], name: str) -> tuple[list, list]:

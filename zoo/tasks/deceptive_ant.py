@@ -195,25 +195,27 @@ def ant_with_walls(walls: tuple[Wall, ...], backend: str, terminate_when_unhealt
 class DeceptiveAntTask(LastTorsoPosition, BraxTask):
     """An ant among walls, described by its final torso ``(x, y)`` (common part).
 
-    Subclasses give the walls, the descriptor bounds, the reward (:meth:`reward` of the
-    real step, :meth:`model_reward` of a model transition) and whether an unhealthy torso
-    height ends the episode. The protocol state is a batched ``brax.envs.State``.
+    Subclasses give the walls, the descriptor bounds, the QD offset per step (and the
+    per-step fitness bounds if known), the reward (:meth:`reward` of the real step,
+    :meth:`model_reward` of a model transition) and whether an unhealthy torso height ends
+    the episode; the constructor arguments are the same for all. The protocol state is a
+    batched ``brax.envs.State``.
     """
 
     walls: tuple[Wall, ...]
     descriptor_low: tuple[float, float]
     descriptor_high: tuple[float, float]
     terminate_when_unhealthy: bool
+    qd_offset_per_step: float
+    fitness_bounds_per_step: tuple[float | None, float | None] = (None, None)
 
     def __init__(
         self,
         name: str,
-        episode_length: int,
-        backend: str,
-        reset: ResetProtocol,
-        policy_hidden_sizes: Sequence[int],
-        qd_offset_per_step: float,
-        fitness_bounds: tuple[float | None, float | None] = (None, None),
+        episode_length: int = 250,
+        backend: str = "spring",
+        reset: ResetProtocol = "deterministic",
+        policy_hidden_sizes: Sequence[int] = (64, 64),
     ) -> None:
         super().__init__(name, "ant", episode_length, backend, reset, policy_hidden_sizes)
         self.env = ant_with_walls(self.walls, backend, self.terminate_when_unhealthy)
@@ -223,7 +225,7 @@ class DeceptiveAntTask(LastTorsoPosition, BraxTask):
         initial = jax.eval_shape(self.env.reset, jax.random.key(0))
         observation_size = int(initial.obs.shape[-1])
         self.model_state_size = 2 + observation_size
-        low, high = fitness_bounds
+        low, high = self.fitness_bounds_per_step
         self.spec = TaskSpec(
             name=name,
             kwargs=self._kwargs,
@@ -232,7 +234,7 @@ class DeceptiveAntTask(LastTorsoPosition, BraxTask):
             descriptor_low=self.descriptor_low,
             descriptor_high=self.descriptor_high,
             episode_length=self.episode_length,
-            qd_offset=0.0 - qd_offset_per_step * self.episode_length,
+            qd_offset=0.0 - self.qd_offset_per_step * self.episode_length,
             reset=reset,
             observation_size=observation_size,
             action_size=int(self.env.action_size),
@@ -317,16 +319,7 @@ class AntTrapTask(DeceptiveAntTask):
     walls = TRAP_WALLS
     descriptor_low, descriptor_high = TRAP_BOUNDS
     terminate_when_unhealthy = True
-
-    def __init__(
-        self,
-        name: str,
-        episode_length: int = 250,
-        backend: str = "spring",
-        reset: ResetProtocol = "deterministic",
-        policy_hidden_sizes: Sequence[int] = (64, 64),
-    ) -> None:
-        super().__init__(name, episode_length, backend, reset, policy_hidden_sizes, TRAP_OFFSET)
+    qd_offset_per_step = TRAP_OFFSET
 
     def model_reward(
         self,
@@ -357,24 +350,8 @@ class AntMazeTask(DeceptiveAntTask):
     walls = MAZE_WALLS
     descriptor_low, descriptor_high = MAZE_BOUNDS
     terminate_when_unhealthy = False
-
-    def __init__(
-        self,
-        name: str,
-        episode_length: int = 250,
-        backend: str = "spring",
-        reset: ResetProtocol = "deterministic",
-        policy_hidden_sizes: Sequence[int] = (64, 64),
-    ) -> None:
-        super().__init__(
-            name,
-            episode_length,
-            backend,
-            reset,
-            policy_hidden_sizes,
-            MAZE_MAX_DISTANCE,
-            fitness_bounds=(-MAZE_MAX_DISTANCE, 0.0),
-        )
+    qd_offset_per_step = MAZE_MAX_DISTANCE
+    fitness_bounds_per_step = (-MAZE_MAX_DISTANCE, 0.0)
 
     def reward(self, state: Any) -> Float[Array, " batch"]:
         """``-||torso (x, y) - goal||`` ``[B]`` after the steps that led to ``state``."""

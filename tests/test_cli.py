@@ -187,6 +187,21 @@ def test_readme_zoo_table_is_the_catalog_markdown(capsys: pytest.CaptureFixture[
     assert all(" reset, " in r or "robust:" in r for r in rows)
 
 
+def test_zoo_table_shows_the_archive_ceiling_in_brackets() -> None:
+    from zoo import catalog
+
+    figures = {"reward_ratio": 0.9512, "coverage_ratio": 0.8, "js_divergence": 0.04}
+    entry = catalog.CatalogEntry.from_dict(
+        {
+            "name": "g", "kind": "generator", "task": "hopper-uni", "algorithm": "policy-ldm",
+            "repo_id": "a/g", "recipe": None, "size": 2**20, "bundled": None, "description": "",
+            "metrics": {**figures, "ceiling_reward_ratio": 1.0, "ceiling_coverage_ratio": 0.9},
+        }
+    )  # fmt: skip
+    row = catalog.markdown_table([entry]).splitlines()[2].split(" | ")
+    assert row[8:11] == ["0.951 (1.000)", "0.800 (0.900)", "0.040"]  # no JS ceiling measured
+
+
 # ---------------------------------------------------------------------------- resume
 BATCH = 16
 CONFIG = TrainConfig(

@@ -27,6 +27,7 @@ from models.policy_vae import count_parameters
 from training import cli
 from training.distill.evaluation import (
     archive_sample_fn,
+    default_rollouts,
     evaluate_generator,
     format_metrics,
     generator_parameter_count,
@@ -118,6 +119,7 @@ def collapsed(tiny: ArchiveArtifact) -> dict[str, Any]:
         batch_size=8,
         test_regions=6,
         generator_parameters=100,
+        ceiling_noise=0.0,
     )
 
 
@@ -248,6 +250,21 @@ def test_collapsed_sampler_scores_low_coverage_and_high_divergence(
     assert m["compression_factor"] == pytest.approx(m["archive_parameters"] / 100)
     # The originals are the same under both samplers.
     assert m["original_return"] == perfect["original_return"]
+    # The ceiling (the archive's own elites, noise 0) is the perfect sampler's evaluation on the
+    # same requests and reset keys.
+    assert m["ceiling_reward_ratio"] == perfect["reward_ratio"]
+    assert m["ceiling_coverage_ratio"] == perfect["coverage_ratio"]
+    assert m["ceiling_js_divergence"] == perfect["js_divergence"]
+    assert m["evaluation"]["ceiling_noise"] == 0.0 and "ceiling_noise" not in perfect["evaluation"]
+    assert "ceiling: coverage ratio" in format_metrics(m)
+
+
+def test_a_robust_archive_is_evaluated_with_its_protocol_episodes(maze: Any) -> None:
+    robust = {"evaluation": {"protocol": "robust", "episodes": 3, "seed": 0}}
+    assert default_rollouts(robust, maze) == 3
+    assert default_rollouts({"evaluation": {"reset": "deterministic"}}, maze) == 1
+    stochastic = make("point-maze", episode_length=LENGTH, reset="stochastic")
+    assert default_rollouts({}, stochastic) == 5
 
 
 def test_stochastic_reset_rolls_each_policy_out_several_times(maze: Any) -> None:

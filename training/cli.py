@@ -1043,6 +1043,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         test_regions=args.test_regions,
         rollouts=args.rollouts,
+        ceiling_noise=args.ceiling_noise,
     )
     print(format_metrics(metrics))
     for path in metrics["images"].values():
@@ -1610,8 +1611,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="directory for the PNG plots")
     sampling_arguments(p)
     p.add_argument(
-        "--rollouts", type=int, default=None, help="episodes per policy (default: 1, or 5 "
-        "for a stochastic reset)"
+        "--rollouts", type=int, default=None, help="episodes per policy (default: a robust "
+        "archive's K, else 1, or 5 for a stochastic reset)"
+    )  # fmt: skip
+    p.add_argument(
+        "--ceiling-noise", type=float, default=None, metavar="NOISE", help="also measure the "
+        "archive's ceiling: its own elites with this parameter noise (x each parameter's "
+        "spread) in place of the generator, e.g. 0.001"
     )  # fmt: skip
     p.add_argument("--test-regions", type=int, default=50, help="CVT regions of the test set")
     p.add_argument("--batch-size", type=int, default=256, help="policies evaluated at once")

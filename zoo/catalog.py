@@ -34,10 +34,15 @@ KINDS = ("archive", "generator")
 METRIC_NAMES = ("qd_score", "coverage", "max_fitness")
 """The metrics every catalog entry records (``None`` where not measured yet)."""
 
-GENERATOR_METRIC_NAMES = ("reward_ratio", "coverage_ratio", "js_divergence")
-"""The distillation figures a generator's entry also records: mean return of its samples over
-the elites' own, reconstructed coverage over the archive's, and the Jensen-Shannon divergence
-between requested and achieved measures (``training/distill/evaluation.py``)."""
+DISTILLATION_FIGURES = ("reward_ratio", "coverage_ratio", "js_divergence")
+"""The distillation figures of a generator: mean return of its samples over the elites' own,
+reconstructed coverage over the archive's, and the Jensen-Shannon divergence between requested
+and achieved measures (``training/distill/evaluation.py``)."""
+
+GENERATOR_METRIC_NAMES = DISTILLATION_FIGURES + tuple(f"ceiling_{n}" for n in DISTILLATION_FIGURES)
+"""The figures a generator's entry also records: :data:`DISTILLATION_FIGURES`, and the same
+figures of the archive's ceiling (``ceiling_*``: its own elites with small parameter noise in
+place of the generator, same protocol; ``None`` where not measured)."""
 
 _OPTIONAL_FIELDS = ("protocol",)
 
@@ -189,12 +194,20 @@ def _figure(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _distillation_figure(metrics: Mapping[str, Any], name: str) -> str:
+    """A generator's figure, with the archive's ceiling in brackets where it was measured."""
+    ceiling = metrics.get(f"ceiling_{name}")
+    shown = _figure(metrics.get(name), ".3f")
+    return shown if ceiling is None else f"{shown} ({_figure(ceiling, '.3f')})"
+
+
 def markdown_table(entries: list[CatalogEntry] | None = None) -> str:
     """The zoo as a Markdown table (``qdzoo list --markdown``; the README's "Zoo" table).
 
     One row per entry: task, algorithm, the protocol its figures were measured with, QD score,
     coverage, max fitness, and for generators the distillation figures (reward ratio,
-    reconstructed coverage ratio, JS divergence), size and Hub repo.
+    reconstructed coverage ratio, JS divergence; the archive's ceiling in brackets where
+    measured), size and Hub repo.
     """
     entries = list_models() if entries is None else entries
     header = (
@@ -211,9 +224,9 @@ def markdown_table(entries: list[CatalogEntry] | None = None) -> str:
             f"| `{e.name}`{bundled} | {e.kind} | `{e.task}` | {e.algorithm} | "
             f"{e.protocol or '-'} | {_figure(m.get('qd_score'), ',.0f')} | "
             f"{'-' if coverage is None else f'{100 * coverage:.1f}%'} | "
-            f"{_figure(m.get('max_fitness'), '.2f')} | {_figure(m.get('reward_ratio'), '.3f')} | "
-            f"{_figure(m.get('coverage_ratio'), '.3f')} | "
-            f"{_figure(m.get('js_divergence'), '.3f')} | {size} | `{e.repo_id}` |"
+            f"{_figure(m.get('max_fitness'), '.2f')} | "
+            + " | ".join(_distillation_figure(m, name) for name in DISTILLATION_FIGURES)
+            + f" | {size} | `{e.repo_id}` |"
         )
     return "\n".join(lines)
 
@@ -223,6 +236,7 @@ __all__ = [
     "GENERATOR_METRIC_NAMES",
     "METRIC_NAMES",
     "CatalogEntry",
+    "DISTILLATION_FIGURES",
     "find_entry",
     "get_entry",
     "list_models",

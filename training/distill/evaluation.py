@@ -61,12 +61,14 @@ from zoo.artifact import finite_or_none
 from zoo.cvt import cvt_centroids, nearest_centroid
 from zoo.errors import ConfigError, NonFiniteError, ShapeError
 from zoo.evaluation import evaluate_in_chunks, reevaluate, task_of
+from zoo.robust import RobustProtocol, is_robust
 from zoo.sequence import SampleFn, as_sample_fn
 from zoo.tasks.base import Task
 
 __all__ = [
     "DEFAULT_JS_BINS",
     "archive_sample_fn",
+    "default_rollouts",
     "evaluate_generator",
     "format_metrics",
     "generator_parameter_count",
@@ -251,6 +253,15 @@ def archive_sample_fn(archive: Archive, noise: float = 0.0) -> SampleFn:
 # ---------------------------------------------------------------------- evaluation
 
 
+def default_rollouts(config: dict[str, Any], task: Task) -> int:
+    """Episodes per policy when none are asked for: the robust protocol's ``K`` for a
+    robustly re-evaluated archive (its own figures are means over ``K`` episodes), else 1 for
+    a deterministic reset and 5 for a stochastic one."""
+    if is_robust(config):
+        return RobustProtocol.from_config(config).episodes
+    return 1 if task.spec.reset == "deterministic" else 5
+
+
 def _check_population(policies: Any, size: int, task: Task) -> None:
     """The sampler returned ``size`` finite policies; else a clear error."""
     leaves = jax.tree_util.tree_leaves(eqx.filter(policies, eqx.is_array))
@@ -317,6 +328,7 @@ def evaluate_generator(
     test_set_seed: int = 0,
     js_bins: int = DEFAULT_JS_BINS,
     generator_parameters: int | None = None,
+    ceiling_noise: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a generator against its source archive (see the module docstring).
 
@@ -330,13 +342,20 @@ def evaluate_generator(
         batch_size: rows per sampling / evaluation call (every call has this many rows,
             or the number of elites if smaller).
         test_regions: CVT regions of the test set (50 in the paper).
-        rollouts: episodes per policy; default 1 for a deterministic reset, 5 for a
-            stochastic one.
+        rollouts: episodes per policy; default: the archive's robust protocol's ``K``
+            (:mod:`zoo.robust`) for a robustly re-evaluated archive, else 1 for a
+            deterministic reset and 5 for a stochastic one.
         test_set_seed: seed of the test-set CVT (kept apart from ``key`` so that every
             generator is tested on the same elites).
         js_bins: histogram bins per descriptor dimension of the JS divergence.
         generator_parameters: parameter count of the generator for the compression ratio;
             default: :func:`generator_parameter_count` of a generator, none for a callable.
+        ceiling_noise: also measure the archive's own ceiling: its elites with this much
+            parameter noise (:func:`archive_sample_fn`) in place of the generator, on the same
+            requests, test set and reset keys. Its ``reward_ratio``, ``coverage_ratio`` and
+            ``js_divergence`` are returned as ``ceiling_*`` (and the noise as
+            ``evaluation["ceiling_noise"]``): what a perfect generator, off by that much,
+            would score under the same protocol.
 
     Returns:
         A dict of numbers (``reward_ratio``, ``js_divergence``, ``mem``, ``test_mem``,
@@ -366,7 +385,7 @@ def evaluate_generator(
             f"{task.spec.genome} genomes"
         )
     if rollouts is None:
-        rollouts = 1 if task.spec.reset == "deterministic" else 5
+        rollouts = default_rollouts(archive.config, task)
     rollouts = _positive_int("rollouts", rollouts)
     check = getattr(generator_or_sample_fn, "check_task", None)
     if callable(check):
@@ -394,16 +413,20 @@ def evaluate_generator(
     original_fitness = originals.episode_fitness  # [n_test, R]
     original_descriptors = originals.episode_descriptors  # [n_test, R, k]
 
-    # Generated policies for every occupied cell's measures.
-    def generated(i: int, rows: np.ndarray) -> Any:
-        policies = sample_fn(jax.random.fold_in(sample_key, i), jnp.asarray(measures[rows]))
-        _check_population(policies, chunk, task)
-        return policies
+    def generate(fn: SampleFn) -> tuple[np.ndarray, np.ndarray]:
+        """``[n_requests, R]`` returns and ``[n_requests, R, k]`` descriptors of the policies
+        ``fn`` makes for every occupied cell's measures."""
 
-    generated_fitness, generated_descriptors = evaluate_in_chunks(
-        task, generated, n_requests, eval_key, batch_size=chunk, rollouts=rollouts
-    )  # [n_requests, R], [n_requests, R, k]
+        def generated(i: int, rows: np.ndarray) -> Any:
+            policies = fn(jax.random.fold_in(sample_key, i), jnp.asarray(measures[rows]))
+            _check_population(policies, chunk, task)
+            return policies
 
+        return evaluate_in_chunks(
+            task, generated, n_requests, eval_key, batch_size=chunk, rollouts=rollouts
+        )
+
+    generated_fitness, generated_descriptors = generate(sample_fn)
     errors = np.linalg.norm(generated_descriptors - measures[:, None, :], axis=-1)  # [n, R]
     test_fitness = generated_fitness[:n_test]
     k = measures.shape[1]
@@ -443,6 +466,19 @@ def evaluate_generator(
             metrics[f"{name}_{field}"] = finite_or_none(values[field])
     metrics["qd_score_ratio"] = ratio(after["qd_score"], before["qd_score"])
     metrics["coverage_ratio"] = ratio(after["coverage"], before["coverage"])
+    if ceiling_noise is not None:
+        fitness, descriptors = generate(archive_sample_fn(original, ceiling_noise))
+        ceiling = _reconstructed_archive(original, fitness.mean(axis=1), descriptors.mean(axis=1))
+        metrics["ceiling_reward_ratio"] = ratio(
+            float(fitness[:n_test].mean()), float(original_fitness.mean())
+        )
+        metrics["ceiling_coverage_ratio"] = ratio(
+            float(ceiling.metrics()["coverage"]), before["coverage"]
+        )
+        metrics["ceiling_js_divergence"] = js_divergence(
+            descriptors[:n_test].reshape(-1, k), original_descriptors.reshape(-1, k), low, high,
+            js_bins,
+        )  # fmt: skip
     metrics["archive_parameters"] = archive_parameters
     metrics["generator_parameters"] = generator_parameters
     metrics["compression_ratio"] = (
@@ -463,6 +499,8 @@ def evaluate_generator(
         "reconstruction_requests": int(n_requests),
         "reset": task.spec.reset,
     }
+    if ceiling_noise is not None:
+        metrics["evaluation"]["ceiling_noise"] = float(ceiling_noise)
     images: dict[str, str] = {}
     if out_dir is not None:
         images = _write_images(
@@ -562,6 +600,9 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("original_return", "original return (test)", ".2f"),
     ("qd_score_ratio", "QD score ratio", ".4f"),
     ("coverage_ratio", "coverage ratio", ".4f"),
+    ("ceiling_reward_ratio", "ceiling: reward ratio", ".4f"),
+    ("ceiling_coverage_ratio", "ceiling: coverage ratio", ".4f"),
+    ("ceiling_js_divergence", "ceiling: JS divergence", ".4f"),
     ("compression_ratio", "compression ratio", ".4f"),
     ("compression_factor", "compression factor (x:1)", ".1f"),
 )

@@ -152,8 +152,12 @@ def test_protocol_shapes(maze: SimpleNamespace) -> None:
         run_episodes(task, lambda obs, t: obs, (), 3)
 
 
+@pytest.mark.slow
 def test_segment_constant_sequence_equals_evaluate(hopper: SimpleNamespace) -> None:
-    """Brax, stochastic reset, some hoppers fall: 3 segments of one policy = evaluate."""
+    """Brax, stochastic reset, some hoppers fall: 3 segments of one policy = evaluate.
+
+    Slow (a Brax compile of the sequencing loop); tests/test_generator_eval.py checks the same
+    identity on point-maze in the fast suite."""
     stacked = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3, axis=1), hopper.genomes)
     runs = run_sequences(hopper.task, stacked, jax.random.key(4), 7)
     lengths = np.asarray(hopper.real.transitions.valid.sum(1))

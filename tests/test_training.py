@@ -243,11 +243,15 @@ def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main([*args[:-1], "--overwrite"]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
 def test_interrupted_run_resumes_to_the_uninterrupted_archive(
     tmp_path: Path, signal_name: str
 ) -> None:
-    """Ctrl-C or kill -9 mid-run leaves a checkpoint from which --resume finishes the run."""
+    """Ctrl-C or kill -9 mid-run leaves a checkpoint from which --resume finishes the run.
+
+    Slow (a subprocess and two 48,000-evaluation runs); tests/test_kill_resume.py interrupts
+    runs in-process at chosen checkpoint writes in the fast suite."""
     import signal
     import subprocess
     import sys

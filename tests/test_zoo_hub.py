@@ -387,6 +387,37 @@ def test_bundled_artifacts_match_their_catalog_entries() -> None:
             assert recipe.card_notes in card
 
 
+def test_bundled_generators_match_their_entries_and_source_archives() -> None:
+    """Every bundled generator: its files and figures are its catalog entry's, it was distilled
+    from its recipe's archive as bundled now (same elites), and the demo pair is one of them."""
+    from training.cli import DEMO_ARCHIVE, DEMO_GENERATOR
+    from training.distill.run import archive_fingerprint
+
+    bundled = [e for e in catalog.list_models("generator") if e.bundled is not None]
+    assert DEMO_GENERATOR in [e.name for e in bundled]
+    for entry in bundled:
+        path = entry.bundled_path()
+        assert path is not None and not (path / CHECKPOINT_DIR).exists()
+        assert entry.size == sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        assert entry.size <= 14 * 1024 * 1024
+        config = json.loads((path / "config.json").read_text())
+        metrics = config["metrics"]
+        assert entry.metrics["qd_score"] == metrics["reconstructed_qd_score"]
+        assert entry.metrics["coverage"] == metrics["reconstructed_coverage"]
+        for name in catalog.GENERATOR_METRIC_NAMES:
+            assert entry.metrics[name] == metrics.get(name), (entry.name, name)
+        assert entry.recipe is not None and config["recipe"] == entry.recipe
+        recipe = load_recipe(entry.recipe)
+        assert isinstance(recipe, GeneratorRecipe)
+        source = load_archive(recipe.archive)
+        assert config["source_archive"]["fingerprint"] == archive_fingerprint(source)
+        rollouts = config["evaluation"]["rollouts"]
+        episodes = (source.config.get("evaluation") or {}).get("episodes")
+        assert rollouts == (episodes or 1)  # a robust archive's generator: its protocol's K
+        if entry.name == DEMO_GENERATOR:
+            assert recipe.archive == DEMO_ARCHIVE
+
+
 def test_bundled_archive_loads_offline_and_reevaluates(monkeypatch: pytest.MonkeyPatch) -> None:
     cut_network(monkeypatch)
     artifact = zoo.load_archive(BUNDLED)

@@ -268,6 +268,31 @@ def _text_examples(config: dict[str, Any]) -> str:
     )
 
 
+def _evaluation_settings(evaluation: dict[str, Any]) -> str:
+    """How a generator's figures were measured, in a sentence ("" when not recorded)."""
+    if not evaluation:
+        return ""
+    rollouts = evaluation.get("rollouts", 1)
+    text = (
+        f"\n\nMeasured by `qdzoo evaluate` against the source archive: {evaluation.get('sampler')}"
+        f" sampler ({evaluation.get('steps') or 'default'} steps, guidance "
+        f"{evaluation.get('guidance')}), {rollouts} episode{'s' * (rollouts != 1)} per policy "
+        f"from the {evaluation.get('reset')} reset (the originals re-evaluated with the same "
+        f"reset keys), a test set of {evaluation.get('test_set_size')} elites (best of "
+        f"{evaluation.get('test_regions')} CVT regions), one request per elite for the "
+        "reconstructed archive."
+    )
+    noise = evaluation.get("ceiling_noise")
+    if noise is not None:
+        text += (
+            f" The ceiling figures replace the generator by the archive's own elites with "
+            f"Gaussian parameter noise of {noise:g} of each parameter's spread over the elites "
+            "(same requests and reset keys): what a generator that reproduced every elite that "
+            "closely would score."
+        )
+    return text
+
+
 def render_generator_card(
     config: dict[str, Any], *, images: list[str] | tuple[str, ...] = (), tour: bool = False
 ) -> str:
@@ -301,8 +326,10 @@ def render_generator_card(
             f"          type: {_yaml_str(task['name'])}\n          name: {_yaml_str(name)}\n"
             f"        metrics:\n{rows}\n"
         )
-        metrics_text = "| metric | value |\n| --- | --- |\n" + "\n".join(
-            f"| {k.replace('_', ' ')} | {_fmt(v)} |" for k, v in metrics.items()
+        metrics_text = (
+            "| metric | value |\n| --- | --- |\n"
+            + "\n".join(f"| {k.replace('_', ' ')} | {_fmt(v)} |" for k, v in metrics.items())
+            + _evaluation_settings(config.get("evaluation") or {})
         )
     else:
         model_index = ""

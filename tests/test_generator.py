@@ -444,6 +444,13 @@ def test_save_load_round_trip_and_card(generator: Generator, tmp_path: Path) -> 
     assert "model-index:" in card and "type: reward_ratio" in card and "value: 0.97" in card
     assert "![returns CDF](returns_cdf.png)" in card and "heatmap_missing" not in card
     assert "zoo.load_generator" in card
+    assert "Measured by" not in card  # no evaluation settings recorded
+    settings = {"sampler": "ddim", "steps": 100, "guidance": 1.0, "rollouts": 8}
+    settings.update(reset="stochastic", test_set_size=17, test_regions=50, ceiling_noise=0.001)
+    copy_with(evaluated, evaluation=settings).save_pretrained(tmp_path / "settings")
+    card = (tmp_path / "settings" / "README.md").read_text()
+    assert "8 episodes per policy from the stochastic reset" in card
+    assert "noise of 0.001 of each parameter's spread" in card
     # saving elsewhere carries the listed images along
     copy = loaded.save_pretrained(tmp_path / "copy")
     assert (copy / "returns_cdf.png").is_file()

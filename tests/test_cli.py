@@ -202,6 +202,16 @@ def test_zoo_table_shows_the_archive_ceiling_in_brackets() -> None:
     assert row[8:11] == ["0.951 (1.000)", "0.800 (0.900)", "0.040"]  # no JS ceiling measured
 
 
+def test_a_generator_evaluated_with_its_robust_archives_protocol_says_so() -> None:
+    from zoo.catalog import protocol_of
+
+    source = {"evaluation": {"protocol": "robust", "episodes": 8, "seed": 0}}
+    config = {"evaluation": {"reset": "stochastic", "rollouts": 8}, "source_archive": source}
+    assert protocol_of(config) == "robust: 8 stochastic episodes"
+    config["evaluation"]["rollouts"] = 5
+    assert protocol_of(config) == "stochastic reset, 5 episodes"
+
+
 # ---------------------------------------------------------------------------- resume
 BATCH = 16
 CONFIG = TrainConfig(

@@ -180,13 +180,18 @@ def protocol_of(config: Mapping[str, Any]) -> str:
 
     Archives: ``"robust: 8 stochastic episodes"`` for a robust re-evaluation
     (:mod:`zoo.robust`), else ``"deterministic reset, 1 episode"`` (or stochastic). Generators:
-    the reset and rollouts of their evaluation.
+    the reset and rollouts of their evaluation, said the same way as their source archive's
+    robust protocol when they match it (the mean over its ``K`` stochastic episodes).
     """
     evaluation = config.get("evaluation") or {}
     if evaluation.get("protocol") == "robust":
         return f"robust: {int(evaluation['episodes'])} stochastic episodes"
     reset = evaluation.get("reset") or config.get("task", {}).get("kwargs", {}).get("reset")
     episodes = int(evaluation.get("rollouts", 1))
+    source = (config.get("source_archive") or {}).get("evaluation") or {}
+    if source.get("protocol") == "robust" and reset == "stochastic":
+        if episodes == int(source["episodes"]):
+            return f"robust: {episodes} stochastic episodes"
     return f"{reset or 'deterministic'} reset, {episodes} episode{'s' * (episodes != 1)}"
 
 

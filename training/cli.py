@@ -385,8 +385,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_GENERATOR = "walker2d-uni-ldm"
-DEMO_ARCHIVE = "walker2d-uni-map-elites"
+DEMO_GENERATOR = "walker2d-uni-ascii-me-robust-ldm"
+DEMO_ARCHIVE = "walker2d-uni-ascii-me-robust"
 """The bundled generator of the demo and the bundled archive it was distilled from."""
 
 

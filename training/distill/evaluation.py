@@ -443,15 +443,27 @@ def evaluate_generator(
     def ratio(a: float, b: float) -> float | None:
         return a / b if b != 0 and math.isfinite(a) and math.isfinite(b) else None
 
+    def figures(fitness: np.ndarray, descriptors: np.ndarray, coverage: float) -> dict[str, Any]:
+        """Reward ratio, coverage ratio and JS divergence of the policies a sampler made
+        (``[n_requests, R]`` returns and ``[n_requests, R, k]`` descriptors, ``coverage`` of
+        the archive they rebuild) against the originals: the generator's figures, and the
+        ceiling's."""
+        return {
+            "reward_ratio": ratio(float(fitness[:n_test].mean()), float(original_fitness.mean())),
+            "coverage_ratio": ratio(coverage, before["coverage"]),
+            "js_divergence": js_divergence(
+                descriptors[:n_test].reshape(-1, k),
+                original_descriptors.reshape(-1, k),
+                low,
+                high,
+                js_bins,
+            ),
+        }
+
+    generated = figures(generated_fitness, generated_descriptors, after["coverage"])
     metrics: dict[str, Any] = {
-        "reward_ratio": ratio(float(test_fitness.mean()), float(original_fitness.mean())),
-        "js_divergence": js_divergence(
-            generated_descriptors[:n_test].reshape(-1, k),
-            original_descriptors.reshape(-1, k),
-            low,
-            high,
-            js_bins,
-        ),
+        "reward_ratio": generated["reward_ratio"],
+        "js_divergence": generated["js_divergence"],
         "test_mem": float(errors[:n_test].mean()),
         "mem": float(errors.mean()),
         "generated_return": float(test_fitness.mean()),
@@ -465,20 +477,12 @@ def evaluate_generator(
         for field in ("qd_score", "coverage", "num_elites", "max_fitness", "mean_fitness"):
             metrics[f"{name}_{field}"] = finite_or_none(values[field])
     metrics["qd_score_ratio"] = ratio(after["qd_score"], before["qd_score"])
-    metrics["coverage_ratio"] = ratio(after["coverage"], before["coverage"])
+    metrics["coverage_ratio"] = generated["coverage_ratio"]
     if ceiling_noise is not None:
         fitness, descriptors = generate(archive_sample_fn(original, ceiling_noise))
-        ceiling = _reconstructed_archive(original, fitness.mean(axis=1), descriptors.mean(axis=1))
-        metrics["ceiling_reward_ratio"] = ratio(
-            float(fitness[:n_test].mean()), float(original_fitness.mean())
-        )
-        metrics["ceiling_coverage_ratio"] = ratio(
-            float(ceiling.metrics()["coverage"]), before["coverage"]
-        )
-        metrics["ceiling_js_divergence"] = js_divergence(
-            descriptors[:n_test].reshape(-1, k), original_descriptors.reshape(-1, k), low, high,
-            js_bins,
-        )  # fmt: skip
+        rebuilt = _reconstructed_archive(original, fitness.mean(axis=1), descriptors.mean(axis=1))
+        ceiling = figures(fitness, descriptors, float(rebuilt.metrics()["coverage"]))
+        metrics.update({f"ceiling_{name}": value for name, value in ceiling.items()})
     metrics["archive_parameters"] = archive_parameters
     metrics["generator_parameters"] = generator_parameters
     metrics["compression_ratio"] = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -33,13 +34,30 @@ TOUR_NAME = "tour.gif"
 gif=True)``, :func:`zoo.video.write_card_gif`)."""
 
 
+def _labels_sentence(examples: Sequence[str]) -> str:
+    """The card's paragraph on ``labels.json``, quoting ``examples`` of its labels."""
+    quoted = ", ".join(f'"{text}"' for text in examples)
+    return (
+        "\nBehaviour labels: `labels.json` describes every elite in words"
+        + (f" (e.g. {quoted})" if quoted else "")
+        + ", read from its rollout by fixed rules (`qdzoo label`, gait, speed, direction, "
+        "foot usage, fall), with paraphrases; `qdzoo distill REPO_ID --condition text` (or "
+        "`both`) trains a text-conditioned generator on them.\n"
+    )
+
+
 def render_archive_card(
-    config: dict[str, Any], *, has_heatmap: bool, has_tour: bool = False, has_labels: bool = False
+    config: dict[str, Any],
+    *,
+    has_heatmap: bool,
+    has_tour: bool = False,
+    label_examples: Sequence[str] | None = None,
 ) -> str:
     """The README.md of an archive artifact, from its config.
 
-    ``has_heatmap`` / ``has_tour`` / ``has_labels``: the directory holds ``heatmap.png`` /
-    ``tour.gif`` / ``labels.json``.
+    ``has_heatmap`` / ``has_tour``: the directory holds ``heatmap.png`` / ``tour.gif``.
+    ``label_examples``: None when it holds no ``labels.json``, else a few of its labels to
+    quote (the most common ones; may be empty).
     """
     task = config["task"]
     spec = task["spec"]
@@ -84,15 +102,7 @@ def render_archive_card(
             else ""
         ),
         "notes": f"\n## Notes\n\n{config['notes']}\n" if config.get("notes") else "",
-        "labels": (
-            '\nBehaviour labels: `labels.json` describes every elite in words (e.g. "quickly '
-            'lunge forward", "slide forward on the right foot, then fall"), read from its '
-            "rollout by fixed rules (`qdzoo label`, gait, speed, direction, foot usage, fall), "
-            "with paraphrases; `qdzoo distill REPO_ID --condition text` (or `both`) trains a "
-            "text-conditioned generator on them.\n"
-            if has_labels
-            else ""
-        ),
+        "labels": "" if label_examples is None else _labels_sentence(label_examples),
         "tessellation": tessellation,
         "descriptors": ", ".join(
             f"{n} in [{lo:g}, {hi:g}]"

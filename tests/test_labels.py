@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from training.cli import default_labels_path, main
 from zoo import tasks
-from zoo.archive_artifact import ARTIFACT_FILES, LABELS_NAME, load_archive
+from zoo.archive_artifact import ARTIFACT_FILES, LABELS_NAME, label_examples, load_archive
 from zoo.errors import TaskMismatchError
 from zoo.labels import (
     _VERBS,
@@ -225,8 +226,26 @@ def test_saving_an_archive_elsewhere_carries_its_labels(tmp_path: Path) -> None:
     artifact = load_archive("walker2d-uni-map-elites")
     source = artifact.save_pretrained(tmp_path / "a", plot=False)
     assert (source / LABELS_NAME).is_file()  # the bundled archive's labels came along
-    assert "`labels.json` describes every elite" in (source / "README.md").read_text()
+    card = (source / "README.md").read_text()
+    # the card quotes the two most common of the archive's own labels
+    common = Counter(r["label"] for r in json.loads((source / LABELS_NAME).read_text())["labels"])
+    (first, _), (second, _) = common.most_common(2)
+    assert f'`labels.json` describes every elite in words (e.g. "{first}", "{second}")' in card
     (source / LABELS_NAME).write_text('{"labels": []}\n')
     loaded = load_archive(source)
     target = loaded.save_pretrained(tmp_path / "b", plot=False)
     assert (target / LABELS_NAME).read_text() == '{"labels": []}\n'
+    assert (
+        "`labels.json` describes every elite in words, read" in (target / "README.md").read_text()
+    )
+
+
+def test_label_examples_of_a_labels_file(tmp_path: Path) -> None:
+    path = tmp_path / LABELS_NAME
+    assert label_examples(path) is None  # no file: the card says nothing about labels
+    path.write_text("not json")
+    assert label_examples(path) == []
+    labels = ["hop forward", "slowly slide forward", "hop forward", "run forward", "run forward"]
+    path.write_text(json.dumps({"labels": [{"cell": i, "label": t} for i, t in enumerate(labels)]}))
+    assert label_examples(path) == ["hop forward", "run forward"]
+    assert label_examples(path, count=5) == ["hop forward", "run forward", "slowly slide forward"]

@@ -7,8 +7,10 @@ file and every array's shape against the config before anything is built.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -59,6 +61,20 @@ ARTIFACT_FILES = (
 is not)."""
 DATA_RETURN_TYPES = ("dict", "pandas")
 """What :meth:`ArchiveArtifact.data` can return."""
+
+
+def label_examples(path: Path, count: int = 2) -> list[str] | None:
+    """The ``count`` most common labels of the labels file ``path`` for the card to quote:
+    None when there is no such file, ``[]`` when it cannot be read as one."""
+    if not path.is_file():
+        return None
+    try:
+        records = json.loads(path.read_text())["labels"]
+        texts = [str(r["label"]) for r in records]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [text for text, _ in Counter(texts).most_common(count)]
+
 
 CONFIG_FIELDS: tuple[Field, ...] = (
     *TASK_FIELDS,
@@ -376,7 +392,7 @@ class ArchiveArtifact(Artifact):
             config,
             has_heatmap=plot,
             has_tour=(target / TOUR_NAME).is_file(),
-            has_labels=(target / LABELS_NAME).is_file(),
+            label_examples=label_examples(target / LABELS_NAME),
         )
 
     def _arrays(self, genome_dtype: str) -> dict[str, np.ndarray]:

@@ -261,7 +261,14 @@ def _text_examples(config: dict[str, Any]) -> str:
         + (f" {steps} steps" if steps else "")
         + f", guidance {_fmt(settings.get('guidance'))}), rolled out with the archive's "
         f"protocol ({settings.get('reset', 'n/a')} reset, {settings.get('episode_length')} "
-        "steps) and labelled by the rules of `qdzoo label` against the archive's speed "
+        "steps"
+        + (
+            f"; {settings['episodes']} episodes per policy, features averaged, as for the "
+            "archive's labels"
+            if settings.get("episodes", 1) > 1
+            else ""
+        )
+        + ") and labelled by the rules of `qdzoo label` against the archive's speed "
         f"reference (slowly <= {_fmt(speed.get('slow'))} m/s, quickly >= "
         f"{_fmt(speed.get('fast'))} m/s). Each cell is the fraction whose gait, direction, "
         "foot usage (or all three) match the prompt's: **with the prompt** / for as many "
@@ -445,6 +452,11 @@ def render_generator_card(
         "condition_dropout": _fmt(training.get("condition_dropout")),
         "latent_scale": _fmt(config.get("latent_scale")),
         "archive_normalisation": "yes" if vae.get("archive_normalisation") else "no",
+        "weights_line": (
+            "- weights stored in float16 (rounded before the evaluation above; float32 in memory)\n"
+            if config.get("weights_dtype") == "float16"
+            else ""
+        ),
         "compression": compression,
         "parameter_rows": parameter_rows,
         "task_kwargs": json.dumps(task["kwargs"]),

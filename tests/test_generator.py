@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hub_server import HubServer, hub_server_fixture  # noqa: F401  (the hub_server fixture)
+from safetensors.numpy import load_file
 
 import zoo
 from models.policy import MLPPolicy, PolicySpec
@@ -466,6 +467,39 @@ def test_save_load_round_trip_and_card(generator: Generator, tmp_path: Path) -> 
     (copy / "config.json").write_text(json.dumps({**config, "format_version": 1}))
     with pytest.raises(FormatVersionError, match="qdzoo distill"):
         load_generator(copy)
+
+
+def test_float16_weights_are_stored_and_loaded_exactly(
+    generator: Generator, tmp_path: Path
+) -> None:
+    half = generator.with_weights_dtype("float16")
+    assert half.config["weights_dtype"] == "float16" and "weights_dtype" not in generator.config
+    for a, b in zip(leaves(half.vae), leaves(generator.vae), strict=True):
+        assert a.dtype == b.dtype  # float32 in memory, rounded through float16
+        if a.dtype == np.float32:
+            np.testing.assert_array_equal(a, b.astype(np.float16).astype(np.float32))
+    pairs = zip(leaves(half.vae), leaves(generator.vae), strict=True)
+    assert any(not np.array_equal(a, b) for a, b in pairs)
+    full, small = (
+        generator.save_pretrained(tmp_path / "full"),
+        half.save_pretrained(tmp_path / "half"),
+    )
+    folders = ("vae", "denoiser", "condition_encoder")
+    for folder in folders:
+        stored = load_file(str(small / folder / "model.safetensors"))
+        assert {a.dtype for a in stored.values() if a.dtype.kind == "f"} == {np.dtype(np.float16)}
+    size = {
+        path: sum((path / f / "model.safetensors").stat().st_size for f in folders)
+        for path in (full, small)
+    }
+    assert 0.45 < size[small] / size[full] < 0.6  # half, plus the headers of small files
+    loaded = load_generator(small)
+    assert loaded.config["weights_dtype"] == "float16"
+    assert_same_weights(loaded, half)  # what was evaluated is what is loaded
+    assert "weights stored in float16" in (small / "README.md").read_text()
+    assert "weights stored in float16" not in (full / "README.md").read_text()
+    with pytest.raises(ConfigError, match="weights_dtype"):
+        generator.with_weights_dtype("bfloat16")
 
 
 def test_loading_other_things_is_refused(archive: tuple[Path, ArchiveArtifact]) -> None:

@@ -367,6 +367,10 @@ def _sample_latents(
 # ---------------------------------------------------------------------------- generator
 
 
+WEIGHTS_DTYPES = ("float32", "float16")
+"""How a generator's floating-point weights may be stored (``config["weights_dtype"]``; absent:
+float32). They are float32 in memory either way."""
+
 CONFIG_FIELDS: tuple[Field, ...] = (
     *TASK_FIELDS,
     *POLICY_FIELDS,
@@ -389,6 +393,7 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     Field("text_encoder.package", "str", optional=True),
     Field("text_encoder.version", "str", optional=True),
     Field("text_encoder.sha256", "str", optional=True),
+    Field("weights_dtype", "str", optional=True, choices=WEIGHTS_DTYPES),
 )
 """The schema of a generator's ``config.json`` (``docs/FORMAT.md``), checked on save and load."""
 
@@ -968,11 +973,56 @@ class Generator(Artifact):
             )
         return modules
 
+    def with_weights_dtype(self, dtype: str) -> Generator:
+        """This generator with every floating-point weight rounded to ``dtype`` (and back to
+        float32 in memory), recorded as ``config["weights_dtype"]``: what
+        :meth:`save_pretrained` then stores, and what a reader loads, exactly. ``"float16"``
+        halves the files; evaluate the rounded generator, as the recipes do, to know what it
+        costs.
+
+        Raises:
+            ConfigError: ``dtype`` is not one of :data:`WEIGHTS_DTYPES`.
+        """
+        if dtype not in WEIGHTS_DTYPES:
+            raise ConfigError(
+                f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {dtype!r}"
+            )
+
+        def rounded(module: Any) -> Any:
+            if module is None:
+                return None
+            return jax.tree_util.tree_map(
+                lambda x: (
+                    x.astype(dtype).astype(x.dtype)
+                    if eqx.is_inexact_array(x) and x.dtype == jnp.float32
+                    else x
+                ),
+                module,
+            )
+
+        generator = Generator(
+            rounded(self.vae), rounded(self.denoiser), rounded(self.measure_encoder),
+            self.schedule, self.latent_scale, {**self.config, "weights_dtype": dtype},
+            text_condition_encoder=rounded(self.text_condition_encoder),
+        )  # fmt: skip
+        generator.path = self.path
+        return generator
+
     def _weight_arrays(
         self, config: dict[str, Any], **options: Any
     ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, str]]]:
+        dtype = config.get("weights_dtype", "float32")
+
+        def stored(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {
+                name: a.astype(dtype) if a.dtype == np.float32 else a for name, a in arrays.items()
+            }
+
         return {
-            f"{folder}/{WEIGHTS_NAME}": (_module_arrays(module), {"format": "qdzoo-generator"})
+            f"{folder}/{WEIGHTS_NAME}": (
+                stored(_module_arrays(module)),
+                {"format": "qdzoo-generator"},
+            )
             for folder, (module, _) in self._modules().items()
         }
 

@@ -301,7 +301,7 @@ _GENERATOR_KEYS = (
     "distill",
     "evaluation",
 )
-_GENERATOR_OPTIONAL_KEYS = ("init", "text_examples")
+_GENERATOR_OPTIONAL_KEYS = ("init", "text_examples", "weights_dtype")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +318,10 @@ class GeneratorRecipe:
     :func:`training.distill.text_evaluation.evaluate_prompts` (``prompts``, ``samples``,
     ``seed``; sampler, steps and guidance are the evaluation's), measured after the
     evaluation and shown in the model card. A text-conditioned recipe reads the labels file
-    beside its archive (``labels.json``, ``qdzoo label``).
+    beside its archive (``labels.json``, ``qdzoo label``). ``weights_dtype`` (default
+    ``"float32"``): ``"float16"`` rounds every weight before the evaluation, so the figures
+    are those of the generator as stored, at half the size
+    (:meth:`zoo.generator.Generator.with_weights_dtype`).
     """
 
     name: str
@@ -330,6 +333,7 @@ class GeneratorRecipe:
     evaluation: dict[str, Any]
     init: str | None = None
     text_examples: dict[str, Any] | None = None
+    weights_dtype: str = "float32"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> GeneratorRecipe:
@@ -342,9 +346,14 @@ class GeneratorRecipe:
                 f"{list(_GENERATOR_OPTIONAL_KEYS)}"
             )
         from training.distill import DistillConfig
-        from zoo.generator import text_prompts
+        from zoo.generator import WEIGHTS_DTYPES, text_prompts
 
         config = DistillConfig.from_dict(data["distill"])  # validate now, not after training
+        if data.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
+            raise ConfigError(
+                f"{source}: weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)} (how the "
+                f"generator's weights are stored), got {data['weights_dtype']!r}"
+            )
         if data.get("init") is not None and not isinstance(data["init"], str):
             raise ConfigError(
                 f"{source}: init must be a generator's catalog name, Hub repo id or directory "
@@ -429,6 +438,8 @@ def evaluate_generator_recipe(
     and optionally bundle it; return it."""
     from training.distill.evaluation import evaluate_generator, record_in_generator
 
+    if recipe.weights_dtype != generator.config.get("weights_dtype", "float32"):
+        generator = generator.with_weights_dtype(recipe.weights_dtype)  # evaluate what is stored
     settings = dict(recipe.evaluation)
     seed = int(settings.pop("seed", 0))
     metrics = evaluate_generator(generator, archive, jax.random.key(seed), out_dir=out, **settings)

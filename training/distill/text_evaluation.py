@@ -2,7 +2,8 @@
 
 :func:`evaluate_prompts` samples ``samples`` policies per prompt (text alone, the
 evaluation's sampler and guidance), rolls them out with the source archive's protocol (its
-task, constructor arguments and reset) and labels every rollout with :mod:`zoo.labels`,
+task, constructor arguments and reset; as many episodes per policy as its labels were read
+from, features averaged) and labels every policy with :mod:`zoo.labels`,
 against the *archive's* speed reference (the ``slow`` / ``fast`` thresholds of
 ``|velocity|`` stored in its ``labels.json``), so "quickly" means what it meant in training.
 Per prompt it reports the most common produced labels (with counts), the fraction of samples
@@ -167,11 +168,14 @@ def evaluate_prompts(
         # guidance 0: eps_null + 0 * (eps_text - eps_null), the null condition's prediction
         "unconditional": generator.sample(sample_key, text=prompts, guidance=0.0, **options),
     }
+    # as many episodes per policy as the archive's labels were read from (features and
+    # returns averaged), so that a produced label means what a training label meant
+    episodes = int(data.get("episodes") or 1)
     produced: dict[str, tuple[list[Any], np.ndarray, np.ndarray]] = {}
     for name, policies in runs.items():
-        features = behaviour_features(task, policies, eval_key)
+        features = behaviour_features(task, policies, eval_key, episodes=episodes)
         made = label_behaviours(features, reference)
-        fitness, _ = evaluate_rollouts(task, policies, eval_key, 1)
+        fitness, _ = evaluate_rollouts(task, policies, eval_key, episodes)
         produced[name] = (made, np.asarray(fitness).reshape(-1), np.asarray(features.fell))
     unconditional, u_fitness, u_fell = produced["unconditional"]
     made, fitness, fell = produced["text"]
@@ -205,6 +209,7 @@ def evaluate_prompts(
             "speed_reference": {"slow": reference.slow, "fast": reference.fast},
             "reset": task.spec.reset,
             "episode_length": task.spec.episode_length,
+            "episodes": episodes,
             "archive_elites": len(archive_parts),
         },
         "prompts": rows,

@@ -481,7 +481,7 @@ def test_float16_weights_are_stored_and_loaded_exactly(
     pairs = zip(leaves(half.vae), leaves(generator.vae), strict=True)
     assert any(not np.array_equal(a, b) for a, b in pairs)
     full, small = (
-        generator.save_pretrained(tmp_path / "full"),
+        copy_with(generator).save_pretrained(tmp_path / "full"),  # the fixture keeps its path
         half.save_pretrained(tmp_path / "half"),
     )
     folders = ("vae", "denoiser", "condition_encoder")

@@ -48,6 +48,12 @@ import jax  # noqa: E402
 from curves import at, metric_history  # noqa: E402  (benchmarks/curves.py)
 
 ALGORITHMS = ("map-elites", "pga-me", "da-qd-ext", "gda-qd")
+NAMES = {
+    "map-elites": "MAP-Elites",
+    "pga-me": "PGA-ME",
+    "da-qd-ext": "DA-QD-ext",
+    "gda-qd": "GDA-QD",
+}
 FRACTIONS = (0.2, 0.5, 1.0)
 FULL = {
     # The papers' model and imagination (training.qd.algorithms.model_based defaults).
@@ -231,18 +237,20 @@ def main() -> None:
             f"ordering GDA-QD >= DA-QD-ext > MAP-Elites (final {qd}): {g:.2f} / {d:.2f} / "
             f"{m:.2f}: {'holds' if holds else 'does not hold'}"
         )
-    if {"gda-qd", "map-elites"} <= set(final):
+    if "map-elites" in final:
         target = final["map-elites"]
-        xs, ys = median_curve(results["gda-qd"], "qd_percent")
-        reached = first_reaching(xs, ys, target)
-        if reached is None:
-            print(f"GDA-QD never reaches MAP-Elites' final {qd} ({target:.2f})")
-        else:
-            print(
-                f"GDA-QD reaches MAP-Elites' final {qd} ({target:.2f}) after "
-                f"{reached:,} real evaluations: {reached / budget:.2f} of MAP-Elites' "
-                f"{budget:,} (target <= 0.20)"
-            )
+        for algorithm in [a for a in results if a != "map-elites"]:
+            name = NAMES[algorithm]
+            xs, ys = median_curve(results[algorithm], "qd_percent")
+            reached = first_reaching(xs, ys, target)
+            if reached is None:
+                print(f"{name} never reaches MAP-Elites' final {qd} ({target:.2f})")
+            else:
+                print(
+                    f"{name} reaches MAP-Elites' final {qd} ({target:.2f}) after "
+                    f"{reached:,} real evaluations: {reached / budget:.2f} of MAP-Elites' "
+                    f"{budget:,}" + (" (target <= 0.20)" if algorithm == "gda-qd" else "")
+                )
     plot(results, args, args.out, "QD score" if raw else "QD score (% of max)")
     print(f"curves: {args.out}")
 

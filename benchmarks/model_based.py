@@ -63,8 +63,8 @@ FULL = {
     "preset": "qdax",
 }
 CPU_EVALUATIONS = {"point-maze": 3200}
-"""The CPU budgets (real evaluations) by task: all four algorithms x 3 seeds in about ten
-minutes on a 2-core CPU; other tasks default to their recipes' budget."""
+"""The CPU budgets (real evaluations) by task: all four algorithms x 3 seeds in minutes
+on a 2-core CPU; other tasks default to their recipes' budget."""
 TD3_KEYS = (
     "preset",
     "critic_hidden_sizes",

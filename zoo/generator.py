@@ -72,6 +72,7 @@ from zoo.errors import (
     TaskMismatchError,
     UnknownNameError,
 )
+from zoo.evaluation import GENOME_DTYPES, round_genomes
 from zoo.serialization import (
     FIX_LOADED,
     Field,
@@ -367,9 +368,15 @@ def _sample_latents(
 # ---------------------------------------------------------------------------- generator
 
 
-WEIGHTS_DTYPES = ("float32", "float16")
+WEIGHTS_DTYPES = GENOME_DTYPES
 """How a generator's floating-point weights may be stored (``config["weights_dtype"]``; absent:
-float32). They are float32 in memory either way."""
+float32), as an archive's genomes. They are float32 in memory either way."""
+
+
+def is_float32(x: Any) -> bool:
+    """The leaves a ``weights_dtype`` applies to (integer arrays are stored as they are)."""
+    return eqx.is_array_like(x) and getattr(x, "dtype", None) == np.float32
+
 
 CONFIG_FIELDS: tuple[Field, ...] = (
     *TASK_FIELDS,
@@ -989,16 +996,8 @@ class Generator(Artifact):
             )
 
         def rounded(module: Any) -> Any:
-            if module is None:
-                return None
-            return jax.tree_util.tree_map(
-                lambda x: (
-                    x.astype(dtype).astype(x.dtype)
-                    if eqx.is_inexact_array(x) and x.dtype == jnp.float32
-                    else x
-                ),
-                module,
-            )
+            floats, rest = eqx.partition(module, is_float32)  # what _weight_arrays stores
+            return eqx.combine(round_genomes(floats, dtype), rest)
 
         generator = Generator(
             rounded(self.vae), rounded(self.denoiser), rounded(self.measure_encoder),
@@ -1014,9 +1013,7 @@ class Generator(Artifact):
         dtype = config.get("weights_dtype", "float32")
 
         def stored(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {
-                name: a.astype(dtype) if a.dtype == np.float32 else a for name, a in arrays.items()
-            }
+            return {name: a.astype(dtype) if is_float32(a) else a for name, a in arrays.items()}
 
         return {
             f"{folder}/{WEIGHTS_NAME}": (

@@ -25,6 +25,7 @@ from training.dynamics import (
     transitions_to_data,
 )
 from zoo.errors import ConfigError, ShapeError
+from zoo.tasks.imagined import draw_members
 
 A = jnp.array([[0.9, 0.2], [-0.1, 0.8]])
 B = jnp.array([[0.5, 0.0], [0.1, -0.3]])
@@ -137,7 +138,7 @@ def test_each_row_uses_its_member(fitted: tuple) -> None:
             model, jax.random.key(0), states, actions, jnp.full(8, e, jnp.int32), sample=False
         )
         rows = np.asarray(members) == e
-        np.testing.assert_array_equal(chosen[rows], alone[rows])
+        np.testing.assert_allclose(chosen[rows], alone[rows], rtol=1e-6, atol=1e-6)
     # far from the data the members disagree, so the choice of member matters
     other, _ = predict_step(model, jax.random.key(0), states, actions, 3 - members, sample=False)
     assert not np.allclose(chosen, other)
@@ -149,6 +150,24 @@ def test_each_row_uses_its_member(fitted: tuple) -> None:
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_balanced_members_predict_as_every_member_does(fitted: tuple) -> None:
+    # Each member owning B / E rows runs on its own rows only; the prediction is that of
+    # every member on every row, row b keeping member b's.
+    model, _ = fitted
+    states, actions = uniform_rows(jax.random.key(8), 64, scale=3.0)
+    rows = jnp.arange(64)
+    mean, _ = model.normalised_outputs(states, actions)
+    for members in (
+        draw_members(jax.random.key(9), 64, CONFIG.members),  # balanced
+        jnp.arange(64, dtype=jnp.int32) % 3,  # member 3 owns no row
+    ):
+        expected = states + model.delta_mean + model.delta_std * mean[members, rows][:, :2]
+        predicted, _ = eqx.filter_jit(predict_step)(
+            model, jax.random.key(0), states, actions, members, sample=False
+        )
+        np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_deterministic_ensemble_fits_by_mean_squared_error(

@@ -22,7 +22,7 @@ from training.dynamics import (
 )
 from zoo.errors import ConfigError, ShapeError, TaskMismatchError
 from zoo.tasks import make, point_maze
-from zoo.tasks.imagined import ImaginedState, ImaginedTask
+from zoo.tasks.imagined import ImaginedState, ImaginedTask, draw_members
 
 EPISODE_LENGTH = 40
 POPULATION = 8
@@ -136,6 +136,16 @@ def test_members_are_kept_per_episode_or_redrawn_every_step() -> None:
             assert (members == np.asarray(start)).all()
         else:
             assert not (members == members[0]).all()
+
+
+def test_member_draws_are_stratified_when_the_ensemble_divides_the_batch() -> None:
+    drawn = np.asarray(draw_members(jax.random.key(0), 64, 4))
+    assert np.bincount(drawn, minlength=4).tolist() == [16, 16, 16, 16]
+    assert not (drawn == np.arange(64) % 4).all()  # in random order
+    other = np.asarray(draw_members(jax.random.key(1), 64, 4))
+    assert not (drawn == other).all()
+    odd = np.asarray(draw_members(jax.random.key(0), 10, 4))  # 4 does not divide 10
+    assert odd.shape == (10,) and odd.min() >= 0 and odd.max() < 4
 
 
 def test_a_model_reward_replaces_the_task_reward() -> None:

@@ -255,9 +255,14 @@ class DynamicsModel(eqx.Module):
     ) -> tuple[Float[Array, "members batch out"], Float[Array, "members batch out"]]:
         """Every member's ``(mean, log_std)`` ``[E, B, out]`` (normalised units) on the rows
         ``(states [B, d], actions [B, a])``."""
+        return self.ensemble.all_members(self.normalised_inputs(states, actions))
+
+    def normalised_inputs(
+        self, states: Float[Array, "batch d"], actions: Float[Array, "batch a"]
+    ) -> Float[Array, "batch in"]:
+        """The rows ``concat(states, actions)`` standardised with the fitted statistics."""
         _check_rows(self, states, actions)
-        inputs = (jnp.concatenate([states, actions], axis=-1) - self.input_mean) / self.input_std
-        return self.ensemble.all_members(inputs)
+        return (jnp.concatenate([states, actions], axis=-1) - self.input_mean) / self.input_std
 
 
 def init_dynamics(
@@ -540,9 +545,13 @@ def predict_step(
 ) -> tuple[Float[Array, "batch d"], Float[Array, " batch"] | None]:
     """The next model states (and rewards) predicted by one member per row.
 
-    Every member is evaluated on every row and row ``b`` keeps member ``members[b]``'s
-    prediction (so the cost is that of all ``E`` members). TS-inf: pass the same
-    ``members`` at every step of an episode; TS-1: draw them afresh at every step.
+    Row ``b`` is predicted by member ``members[b]``. When every member owns exactly
+    ``B / E`` rows (what :func:`zoo.tasks.imagined.draw_members` draws when ``E`` divides
+    ``B``), each member runs on its own rows only: the cost of one member on ``B`` rows.
+    Otherwise every member runs on every row and each row keeps its member's prediction
+    (the cost of all ``E`` members). Both give the same prediction up to float rounding.
+    TS-inf: pass the same ``members`` at every step of an episode; TS-1: draw them afresh at
+    every step.
 
     Args:
         model: a fitted :class:`DynamicsModel`.
@@ -559,15 +568,14 @@ def predict_step(
     Raises:
         ShapeError: the rows' sizes differ from the model's, or ``members`` is not ``[B]``.
     """
-    mean, log_std = model.normalised_outputs(states, actions)
     batch = states.shape[0]
     if jnp.shape(members) != (batch,):
         raise ShapeError(
             f"members must hold one member index per row, shape ({batch},), got "
-            f"{jnp.shape(members)}; draw them with jax.random.randint(key, ({batch},), 0, E)"
+            f"{jnp.shape(members)}; draw them with zoo.tasks.imagined.draw_members(key, "
+            f"{batch}, E)"
         )
-    rows = jnp.arange(batch)
-    mean, log_std = mean[members, rows], log_std[members, rows]
+    mean, log_std = _member_outputs(model, model.normalised_inputs(states, actions), members)
     if sample and model.probabilistic:
         mean = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
     next_states = states + model.delta_mean + model.delta_std * mean[:, : model.state_size]
@@ -575,6 +583,32 @@ def predict_step(
     if model.predict_reward:
         rewards = model.reward_mean + model.reward_std * mean[:, model.state_size]
     return next_states, rewards
+
+
+def _member_outputs(
+    model: DynamicsModel, inputs: Float[Array, "batch in"], members: Int[Array, " batch"]
+) -> tuple[Float[Array, "batch out"], Float[Array, "batch out"]]:
+    """``(mean, log_std)`` of row ``b`` under member ``members[b]`` (normalised units)."""
+    batch, size = inputs.shape[0], model.members
+    rows = jnp.arange(batch)
+
+    def every_member(inputs: Array) -> tuple[Array, Array]:
+        mean, log_std = model.ensemble.all_members(inputs)
+        return mean[members, rows], log_std[members, rows]
+
+    if batch % size:
+        return every_member(inputs)
+
+    def own_rows(inputs: Array) -> tuple[Array, Array]:
+        # Sorted by member, the rows form E groups of B / E: group e is member e's.
+        order = jnp.argsort(members, stable=True)
+        grouped = inputs[order].reshape(size, batch // size, -1)
+        mean, log_std = model.ensemble(grouped)
+        inverse = jnp.zeros_like(order).at[order].set(rows)
+        return mean.reshape(batch, -1)[inverse], log_std.reshape(batch, -1)[inverse]
+
+    balanced = jnp.all(jnp.bincount(members, length=size) == batch // size)
+    return jax.lax.cond(balanced, own_rows, every_member, inputs)
 
 
 def ensemble_std(

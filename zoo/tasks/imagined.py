@@ -17,7 +17,10 @@ with the same fitness and descriptor accounting as real ones:
   model state after the last valid step.
 
 Member sampling (PETS trajectory sampling): ``"ts-inf"`` keeps the member drawn at reset
-for the whole episode; ``"ts-1"`` draws a new member for every episode at every step.
+for the whole episode; ``"ts-1"`` draws a new member for every episode at every step. The
+draws (:func:`draw_members`) are stratified when the ensemble size divides the batch: each
+member gets exactly ``B / E`` episodes, in random order, so that a model step can run each
+member on its own rows only (:func:`training.dynamics.predict_step`).
 With the true dynamics as ``model_step`` an imagined evaluation equals the real one::
 
     task = zoo.tasks.make("point-maze")
@@ -42,7 +45,14 @@ from models.policy import PolicySpec
 from zoo.errors import ConfigError, ShapeError, TaskMismatchError
 from zoo.tasks.protocol import EpisodicTask
 
-__all__ = ["MODEL_METHODS", "SAMPLINGS", "ImaginedState", "ImaginedTask", "ModelStep"]
+__all__ = [
+    "MODEL_METHODS",
+    "SAMPLINGS",
+    "ImaginedState",
+    "ImaginedTask",
+    "ModelStep",
+    "draw_members",
+]
 
 MODEL_METHODS = (
     "model_state",
@@ -54,6 +64,19 @@ MODEL_METHODS = (
 """The batched methods of the model-based interface (plus the ``model_state_size`` int)."""
 SAMPLINGS = ("ts-inf", "ts-1")
 """Member sampling: one member per episode (``"ts-inf"``) or per step (``"ts-1"``)."""
+
+
+def draw_members(key: PRNGKeyArray, batch: int, members: int) -> Int[Array, " batch"]:
+    """One ensemble member per row, ``[batch]`` int32 in ``[0, members)``.
+
+    When ``members`` divides ``batch`` the draw is stratified: a random permutation of
+    ``batch / members`` copies of every member (each member predicts the same number of
+    rows); otherwise each row draws its member uniformly and independently.
+    """
+    if batch % members == 0:
+        return jax.random.permutation(key, jnp.arange(batch, dtype=jnp.int32) % members)
+    return jax.random.randint(key, (batch,), 0, members, jnp.int32)
+
 
 ModelStep = Callable[..., Any]
 """``model_step(key, x [B, d], actions [B, a], members [B] int) -> next_x [B, d]``, or
@@ -136,7 +159,7 @@ class ImaginedTask(EpisodicTask):
         episode (both drawn from ``key``; a deterministic task ignores it for the states)."""
         x = self.task.model_state(self.task.reset(key, batch))
         member_key, model_key = jax.random.split(jax.random.fold_in(key, 1))
-        members = jax.random.randint(member_key, (batch,), 0, self.members, jnp.int32)
+        members = draw_members(member_key, batch, self.members)
         return ImaginedState(x=x, members=members, key=model_key)
 
     def step(
@@ -151,7 +174,7 @@ class ImaginedTask(EpisodicTask):
         key, step_key, member_key = jax.random.split(state.key, 3)
         members = state.members
         if self.sampling == "ts-1":
-            members = jax.random.randint(member_key, members.shape, 0, self.members, members.dtype)
+            members = draw_members(member_key, members.shape[0], self.members)
         out = self.model_step(step_key, state.x, actions, members)
         next_x, reward = out if isinstance(out, tuple) else (out, None)
         if jnp.shape(next_x) != state.x.shape:

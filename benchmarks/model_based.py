@@ -16,7 +16,8 @@ hyperparameters:
 - PGA-ME: the ``<task>-gda-qd`` recipe's TD3 settings, half Iso+LineDD, half policy gradient;
 - DA-QD-ext, GDA-QD: their recipes (the CPU-sized dynamics ensemble and imagination);
   with ``--full`` the papers' defaults (4 x (512, 512), 100 imagined iterations, the
-  ``qdax`` TD3 budget) and ``--full-evaluations``, for a GPU.
+  ``qdax`` TD3 budget) and ``--full-evaluations``, for a GPU; ``--set NAME=VALUE``
+  overrides any of their hyperparameters (an ablation of the recipes' choices).
 
 The QD score is reported as a percentage of the task's maximum: every cell holding an elite
 of the best possible fitness (``cells * (max_fitness - qd_offset)``). A PNG of the median
@@ -27,12 +28,15 @@ Usage::
     python benchmarks/model_based.py --out model_based.png           # point-maze, 3 seeds
     python benchmarks/model_based.py --task ant-trap --out ant.png      # CPU budget
     python benchmarks/model_based.py --task ant-trap --full --out a.png  # GPU budget
+    python benchmarks/model_based.py --algos da-qd-ext --seeds 0 \
+        --set model_probabilistic=true retrain_every=25 model_steps=500  # an ablation
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -93,6 +97,8 @@ def config_for(algorithm: str, args: argparse.Namespace, seed: int):  # -> Train
             hyperparameters["preset"] = FULL["preset"]
     if args.full and algorithm == "pga-me":
         hyperparameters["preset"] = FULL["preset"]
+    if algorithm in ("da-qd-ext", "gda-qd"):
+        hyperparameters.update(args.set)
     if args.evaluations is not None:
         evaluations = args.evaluations
     elif args.full:
@@ -107,6 +113,17 @@ def config_for(algorithm: str, args: argparse.Namespace, seed: int):  # -> Train
         seed=seed,
         chunk=args.chunk,
     )
+
+
+def parse_setting(parser: argparse.ArgumentParser, item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` as ``(name, value)``, the value read as JSON (a bare word: a string)."""
+    name, sep, text = item.partition("=")
+    if not sep or not name:
+        parser.error(f"--set takes NAME=VALUE pairs, got {item!r}")
+    try:
+        return name, json.loads(text)
+    except json.JSONDecodeError:
+        return name, text
 
 
 def qd_maximum(cells: int, spec) -> float | None:  # spec: TaskSpec
@@ -196,7 +213,16 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--chunk", type=int, default=5, help="iterations between curve points")
     p.add_argument("--out", type=Path, default=Path("model_based.png"), help="PNG of curves")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a hyperparameter of DA-QD-ext and GDA-QD (VALUE read as JSON, e.g. "
+        "model_probabilistic=false retrain_every=25 model_steps=500)",
+    )
     args = p.parse_args()
+    args.set = dict(parse_setting(p, item) for item in args.set)
 
     results = {algorithm: run_seeds(algorithm, args) for algorithm in args.algos}
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -113,17 +112,6 @@ def config_for(algorithm: str, args: argparse.Namespace, seed: int):  # -> Train
         seed=seed,
         chunk=args.chunk,
     )
-
-
-def parse_setting(parser: argparse.ArgumentParser, item: str) -> tuple[str, object]:
-    """``NAME=VALUE`` as ``(name, value)``, the value read as JSON (a bare word: a string)."""
-    name, sep, text = item.partition("=")
-    if not sep or not name:
-        parser.error(f"--set takes NAME=VALUE pairs, got {item!r}")
-    try:
-        return name, json.loads(text)
-    except json.JSONDecodeError:
-        return name, text
 
 
 def qd_maximum(cells: int, spec) -> float | None:  # spec: TaskSpec
@@ -222,7 +210,13 @@ def main() -> None:
         "model_probabilistic=false retrain_every=25 model_steps=500)",
     )
     args = p.parse_args()
-    args.set = dict(parse_setting(p, item) for item in args.set)
+    from training.cli import parse_assignments
+    from zoo.errors import ConfigError
+
+    try:
+        args.set = parse_assignments(args.set, "--set")
+    except ConfigError as error:
+        p.error(str(error))
 
     results = {algorithm: run_seeds(algorithm, args) for algorithm in args.algos}
 

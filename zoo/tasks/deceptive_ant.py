@@ -78,7 +78,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
@@ -220,10 +219,7 @@ class DeceptiveAntTask(LastTorsoPosition, BraxTask):
         super().__init__(name, "ant", episode_length, backend, reset, policy_hidden_sizes)
         self.env = ant_with_walls(self.walls, backend, self.terminate_when_unhealthy)
         self.dt = float(self.env.dt)
-        # Brax's env.observation_size runs a reset op by op (slow with the wall contacts):
-        # the shape of a traced reset is enough.
-        initial = jax.eval_shape(self.env.reset, jax.random.key(0))
-        observation_size = int(initial.obs.shape[-1])
+        observation_size = self.observation_size
         self.model_state_size = 2 + observation_size
         low, high = self.fitness_bounds_per_step
         self.spec = TaskSpec(

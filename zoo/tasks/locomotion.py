@@ -141,6 +141,17 @@ def brax_env(env_name: str, backend: str) -> Any:
     return envs.get_environment(env_name, backend=backend, debug=True)
 
 
+@functools.cache
+def brax_observation_size(env: Any) -> int:
+    """The observation size of the Brax env ``env``, from the shape of a traced reset.
+
+    Brax's ``env.observation_size`` runs a reset op by op on every access (seconds per call
+    for hopper or humanoid, one small compile per op); tracing it costs a fraction of that,
+    and the envs are cached, so each is traced once.
+    """
+    return int(jax.eval_shape(env.reset, jax.random.key(0)).obs.shape[-1])
+
+
 class BraxTask(EpisodicTask):
     """Common part of the Brax tasks: env, reset protocol, policy spec, step and reward.
 
@@ -181,6 +192,11 @@ class BraxTask(EpisodicTask):
         self._rollout_fn: Any = None
 
     @property
+    def observation_size(self) -> int:
+        """The size of the env's observations (the policy's input)."""
+        return brax_observation_size(self.env)
+
+    @property
     def _kwargs(self) -> dict[str, Any]:
         return {
             "episode_length": self.episode_length,
@@ -192,7 +208,7 @@ class BraxTask(EpisodicTask):
     def default_policy(self) -> PolicySpec:
         """``PolicySpec(obs, act, policy_hidden_sizes)`` with tanh layers."""
         return PolicySpec(
-            observation_size=int(self.env.observation_size),
+            observation_size=self.observation_size,
             action_size=int(self.env.action_size),
             hidden_sizes=self.policy_hidden_sizes,
         )
@@ -327,7 +343,7 @@ class FeetContactTask(BraxTask):
             episode_length=self.episode_length,
             qd_offset=0.0 - FEET_CONTACT_OFFSET[env_name] * self.episode_length,
             reset=reset,
-            observation_size=int(self.env.observation_size),
+            observation_size=self.observation_size,
             action_size=int(self.env.action_size),
         )
 
@@ -409,7 +425,7 @@ class FinalPositionTask(LastTorsoPosition, BraxTask):
             episode_length=self.episode_length,
             qd_offset=0.0 - FINAL_POSITION_OFFSET[env_name] * self.episode_length,
             reset=reset,
-            observation_size=int(self.env.observation_size),
+            observation_size=self.observation_size,
             action_size=int(self.env.action_size),
         )
 

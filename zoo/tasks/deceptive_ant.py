@@ -81,7 +81,6 @@ from typing import Any
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from models.policy import PolicySpec
 from zoo.errors import ConfigError
 from zoo.tasks.base import ResetProtocol, TaskSpec
 from zoo.tasks.locomotion import BraxTask, LastTorsoPosition, torso_xy
@@ -236,14 +235,6 @@ class DeceptiveAntTask(LastTorsoPosition, BraxTask):
             action_size=int(self.env.action_size),
             min_fitness=None if low is None else low * self.episode_length,
             max_fitness=None if high is None else high * self.episode_length,
-        )
-
-    def default_policy(self) -> PolicySpec:
-        """``PolicySpec(27, 8, policy_hidden_sizes)`` with tanh layers."""
-        return PolicySpec(
-            observation_size=int(self.spec.observation_size),
-            action_size=int(self.spec.action_size),
-            hidden_sizes=self.policy_hidden_sizes,
         )
 
     @property
